@@ -1,0 +1,220 @@
+"""Benchmark: what a fine-tuned cross-encoder reranker adds to base and to fine-tuned retrieval.
+
+On the embedding benchmark's data (its own code, `bench_embeddings.make_data`):
+
+1. SQuAD-Shifts Reddit split by paragraph (half / half, seed 0); 1,000 seeded training queries
+   with the train-half corpus. Validation: a seeded sample of `--n-val` validation queries
+   (default 1,000; 0 = all ~4,900) against EVERY validation paragraph, the same for every row.
+2. The fine-tuned retriever: `--retriever-ft DIR`, else `bench/_runs/embeddings/model_finetune_kit`
+   when the embedding benchmark trained one on the same training file, else
+   `ftk finetune-embeddings --train TRAIN --out RUN/retriever_ft --epochs 2`.
+3. The reranker: `ftk finetune-reranker --train TRAIN --out RUN/reranker --negatives N --epochs E`
+   (the bundled MiniLM with a new head; hard negatives mined with the base MiniLM retriever).
+4. `ftk eval-retrieval --data VAL --model M --json`, and the same with
+   `--reranker RUN/reranker --rerank-top-k K`, for M = base MiniLM and the fine-tuned retriever.
+   Throughput: the pairs the reranked command scored, over the seconds it spent scoring them
+   (printed by the command on stderr).
+5. `bench/results/rerank.json` (everything) and `bench/results/rerank.md` (the table).
+
+Every step saves its result in RUN/state.json and a later call reuses it, so the steps can run
+as separate commands (`--steps data,retriever`, then `--steps reranker`, then `--steps eval,report`).
+Not run by CI.
+
+    python bench/bench_rerank.py                         # everything
+    python bench/bench_rerank.py --steps eval,report     # re-score with the saved models
+"""
+import argparse, json, os, re, shlex, shutil, subprocess, sys, time
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from bench_embeddings import make_data, cpu_info, base_model_dir, log, run, OFFLINE, METRICS   # the embedding benchmark's data code
+
+STEPS = ['data', 'retriever', 'reranker', 'eval', 'report']
+
+
+def load_state(run_dir: Path) -> dict:
+    p = run_dir / 'state.json'
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def save_state(run_dir: Path, state: dict):
+    tmp = run_dir / 'state.json.tmp'
+    tmp.write_text(json.dumps(state, indent=1) + '\n'); os.replace(tmp, run_dir / 'state.json')
+
+
+# ---------------------------------------------------------------- 1. data
+def step_data(args, run_dir: Path, state: dict):
+    from finetune_kit.core import QADataset, sample_queries
+    train_p, val_p, info = make_data(args.data, run_dir, args.n_train, args.seed)
+    val = QADataset.from_json(val_p)
+    sub = sample_queries(val, args.n_val, seed=args.seed) if args.n_val else val
+    sub_p = run_dir / f"val_{len(sub.queries)}.json"
+    sub.save_json(sub_p)
+    log(f"validation: {len(sub.queries)} of {len(val.queries)} queries (seed {args.seed}) x {len(sub.corpus)} paragraphs -> {sub_p.name}")
+    state['data'] = {**info, 'train': str(train_p), 'val_full': str(val_p), 'val': str(sub_p),
+                     'n_eval_queries': len(sub.queries), 'seed': args.seed, 'file': str(args.data.resolve())}
+
+
+# ---------------------------------------------------------------- 2. fine-tuned retriever
+def step_retriever(args, ftk, run_dir: Path, state: dict):
+    train_p = Path(state['data']['train'])
+    emb_run = BENCH / '_runs' / 'embeddings'
+    if args.retriever_ft:
+        state['retriever_ft'] = {'model_dir': str(Path(args.retriever_ft).resolve()), 'source': 'given (--retriever-ft)'}
+    elif (emb_run / 'model_finetune_kit' / 'finetune_kit.json').exists() and (emb_run / 'train.json').exists() \
+            and (emb_run / 'train.json').read_bytes() == train_p.read_bytes():
+        state['retriever_ft'] = {'model_dir': str((emb_run / 'model_finetune_kit').resolve()),
+                                 'source': 'the embedding benchmark (same training file)'}
+    else:
+        out = run_dir / 'retriever_ft'
+        shutil.rmtree(out, ignore_errors=True)
+        p, wall = run(ftk + ['finetune-embeddings', '--train', train_p, '--out', out, '--epochs', args.retriever_epochs],
+                      timed=True, env={**os.environ, **OFFLINE})
+        if p.returncode: raise RuntimeError(f"ftk finetune-embeddings failed (exit {p.returncode})")
+        state['retriever_ft'] = {'model_dir': str(out.resolve()), 'source': 'trained here', 'command_wall_s': round(wall, 1),
+                                 'epochs': args.retriever_epochs}
+    log(f"fine-tuned retriever: {state['retriever_ft']}")
+
+
+# ---------------------------------------------------------------- 3. reranker
+def step_reranker(args, ftk, run_dir: Path, state: dict):
+    out = run_dir / 'reranker'
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = ftk + ['finetune-reranker', '--train', state['data']['train'], '--out', out, '--negatives', args.negatives,
+                 '--epochs', args.epochs]
+    p, wall = run(cmd, timed=True, env={**os.environ, **OFFLINE})
+    if p.returncode: raise RuntimeError(f"ftk finetune-reranker failed (exit {p.returncode})")
+    info = json.loads((out / 'finetune_kit.json').read_text())
+    state['reranker'] = {'model_dir': str(out.resolve()), 'command_wall_s': round(wall, 1), 'negatives': args.negatives,
+                         'epochs': args.epochs, 'info': info, 'command': shlex.join(map(str, cmd))}
+
+
+# ---------------------------------------------------------------- 4. evaluation
+def evaluate(ftk, val_p, model, reranker=None, top_k=20) -> dict:
+    cmd = ftk + ['eval-retrieval', '--data', val_p, '--model', model, '--json']
+    if reranker: cmd += ['--reranker', reranker, '--rerank-top-k', top_k]
+    p, wall = run(cmd, timed=True, capture=True, env={**os.environ, **OFFLINE})
+    lines = [l for l in p.stdout.strip().splitlines() if l.strip()]
+    if p.returncode or not lines:
+        sys.stderr.write(p.stderr[-3000:])
+        raise RuntimeError(f"ftk eval-retrieval failed (exit {p.returncode}): {(p.stderr.strip().splitlines() or [''])[-1][:300]}")
+    m = json.loads(lines[-1])
+    missing = [k for k in METRICS if k not in m]
+    if missing: raise RuntimeError(f"ftk eval-retrieval --json lacks {missing}: {lines[-1]}")
+    res = {**m, 'eval_wall_s': round(wall, 1)}
+    if reranker:   # "reranked N pairs in S s (R pairs/s)" on stderr
+        t = re.search(r"reranked (\d+) pairs in ([\d.]+) s", p.stderr)
+        if t: res.update(rerank_pairs=int(t.group(1)), rerank_s=float(t.group(2)), pairs_per_s=round(int(t.group(1)) / float(t.group(2)), 1))
+    log('  ' + ', '.join(f"{k}={res[k]:.4f}" if isinstance(res[k], float) else f"{k}={res[k]}" for k in res))
+    return res
+
+
+def step_eval(args, ftk, run_dir: Path, state: dict):
+    val_p, rr = state['data']['val'], state['reranker']['model_dir']
+    models = {'base': str(base_model_dir()), 'fine-tuned': state['retriever_ft']['model_dir']}
+    scores = state.setdefault('scores', {})
+    for name, model in models.items():
+        for rerank in (False, True):
+            key = name + (' + reranker' if rerank else '')
+            if key in scores and not args.rescore: log(f"{key}: kept from an earlier run"); continue
+            log(f"evaluating {key}")
+            scores[key] = evaluate(ftk, val_p, model, rr if rerank else None, args.top_k)
+            save_state(run_dir, state)
+
+
+# ---------------------------------------------------------------- 5. report
+def pct(x): return 'n/a' if x is None else f"{100 * x:.1f}"
+
+
+def write_report(state: dict, results_dir: Path):
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / 'rerank.json').write_text(json.dumps(state, indent=1) + '\n')
+    s, d, rr = state.get('scores', {}), state['data'], state['reranker']
+    k = state['args']['top_k']
+    rows = []
+    for name, label in (('base', 'base MiniLM'), ('fine-tuned', 'fine-tuned MiniLM (ftk finetune-embeddings, 2 epochs)')):
+        a, b = s.get(name), s.get(name + ' + reranker')
+        delta = 'n/a' if not (a and b) else f"{100 * (b['mrr@10'] - a['mrr@10']):+.1f}"
+        rows.append(f"| {label} | {pct(a and a['hit@1'])} | {pct(a and a['mrr@10'])} | {pct(b and b['hit@1'])} | "
+                    f"{pct(b and b['mrr@10'])} | {delta} | {(b or {}).get('pairs_per_s', 'n/a')} |")
+    sub = d['n_eval_queries'] < d['n_val_queries']
+    lines = [
+        '# Cross-encoder reranking: what a fine-tuned reranker adds', '',
+        f"SQuAD-Shifts Reddit, split by paragraph (seed {d['seed']}). Reranker trained on {d['n_train_queries']} training "
+        f"queries ({d['n_train_corpus']} paragraphs), {rr['negatives']} hard negatives each (mined with base MiniLM), "
+        f"{rr['epochs']} epoch(s), from the bundled all-MiniLM-L6-v2 backbone with a new scoring head. "
+        + (f"**Evaluated on a seeded sample of {d['n_eval_queries']} of the {d['n_val_queries']} validation queries** "
+           f"(the same sample for every row, to keep the benchmark within its CPU budget), " if sub else
+           f"Evaluated on all {d['n_eval_queries']} validation queries, ")
+        + f"each against all {d['n_val_corpus']} validation paragraphs; the reranker reorders each retriever's top {k}. "
+        f"CPU: {state['cpu']['model']}, {state['cpu']['usable_cpus']} cores.", '',
+        f"| retriever | hit@1 | MRR@10 | hit@1 + reranker | MRR@10 + reranker | Δ MRR@10 | reranking pairs/s |",
+        '|---|---:|---:|---:|---:|---:|---:|', *rows, '',
+        'Metrics in percent. Reranking throughput: (query, passage) pairs scored per second by the reranked '
+        '`ftk eval-retrieval` command (bf16 autocast where the CPU has it, batches of 32, max 256 tokens), '
+        'model loading and retrieval excluded.', '',
+        f"Training wall time: reranker {rr['command_wall_s']:.0f} s for {rr['info']['pairs']} pairs "
+        f"({rr['info']['steps']} steps; the whole `ftk finetune-reranker` command, mining and model load included)"
+        + (f"; fine-tuned retriever {state['retriever_ft']['command_wall_s']:.0f} s (`ftk finetune-embeddings`, "
+           f"{state['retriever_ft']['epochs']} epochs)" if 'command_wall_s' in state['retriever_ft'] else
+           f"; fine-tuned retriever: {state['retriever_ft']['source']}") + '.', '',
+        f"Produced by: " + '; then '.join(f"`{c}`" for c in state['commands']) + f" ({state.get('finished_at', '?')}). "
+        f"The reranker: `{rr['command']}`.",
+    ]
+    if state.get('errors'): lines += ['', '**Incomplete run:** ' + '; '.join(state['errors'])]
+    (results_dir / 'rerank.md').write_text('\n'.join(lines) + '\n')
+    log(f"wrote {results_dir / 'rerank.json'} and {results_dir / 'rerank.md'}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--data', type=Path, default=BENCH.parent / '../shared/data/squad_shifts/reddit_v1.0.json')
+    ap.add_argument('--n-train', type=int, default=1000)
+    ap.add_argument('--n-val', type=int, default=1000, help='validation queries to score (seeded sample; 0 = all)')
+    ap.add_argument('--negatives', type=int, default=4)
+    ap.add_argument('--epochs', type=int, default=1, help='reranker epochs')
+    ap.add_argument('--retriever-epochs', type=int, default=2)
+    ap.add_argument('--top-k', type=int, default=20, help='candidates the reranker reorders')
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--retriever-ft', default=None, help='a fine-tuned retriever folder to use instead of training one')
+    ap.add_argument('--steps', default=','.join(STEPS), help=f"comma-separated subset of {STEPS}")
+    ap.add_argument('--rescore', action='store_true', help='re-run evaluations that state.json already holds')
+    ap.add_argument('--run-dir', type=Path, default=BENCH / '_runs' / 'rerank')
+    ap.add_argument('--results-dir', type=Path, default=BENCH / 'results')
+    ap.add_argument('--ftk', default='ftk', help="how to call the CLI (e.g. 'python -m finetune_kit.cli')")
+    args = ap.parse_args()
+    steps = [s.strip() for s in args.steps.split(',') if s.strip()]
+    if bad := set(steps) - set(STEPS): sys.exit(f"unknown steps {sorted(bad)}; choose from {STEPS}")
+
+    run_dir = args.run_dir.resolve(); run_dir.mkdir(parents=True, exist_ok=True)
+    ftk = shlex.split(args.ftk)
+    state = load_state(run_dir)
+    if 'data' in steps or 'reranker' in steps: state.pop('scores', None)     # new data or a new model: old scores are stale
+    if 'retriever' in steps and 'scores' in state:      # a new fine-tuned retriever: its rows are stale
+        state['scores'] = {k: v for k, v in state['scores'].items() if not k.startswith('fine-tuned')}
+    command = 'python ' + shlex.join([os.path.relpath(__file__, BENCH.parent)] + sys.argv[1:])
+    if 'data' in steps: state['commands'] = []
+    state.setdefault('commands', []).append(command)
+    state.update(args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, cpu=cpu_info(), errors=[],
+                 versions={p: version(p) for p in ('finetune_kit', 'sentence-transformers', 'transformers', 'torch')})
+    for step in steps:
+        log(f"step {step}")
+        try:
+            if step == 'data': step_data(args, run_dir, state)
+            elif step == 'retriever': step_retriever(args, ftk, run_dir, state)
+            elif step == 'reranker': step_reranker(args, ftk, run_dir, state)
+            elif step == 'eval': step_eval(args, ftk, run_dir, state)
+            elif step == 'report':
+                state['finished_at'] = datetime.now(timezone.utc).isoformat(timespec='seconds')
+                write_report(state, args.results_dir)
+                print((args.results_dir / 'rerank.md').read_text())
+        except Exception as e:
+            state['errors'].append(f"{step}: {e}"); log(f"ERROR in {step}: {e}"); save_state(run_dir, state); sys.exit(1)
+        save_state(run_dir, state)
+
+
+if __name__ == '__main__':
+    main()
