@@ -60,7 +60,8 @@ import tempfile, time
 # A reranker learns from labelled (question, passage) pairs. A `QADataset` gives the
 # positives: each question's relevant passages. The useful negatives are the *hard* ones:
 # the passages the retriever ranks highest that are not relevant, exactly the mistakes the
-# reranker is there to fix. Random passages would be too easy to teach anything.
+# reranker is there to fix. One *random* negative per question is added too: it is easy, and
+# an easy contrast is what a brand-new scoring head needs to get started (see below).
 
 # %%
 #| export
@@ -71,8 +72,8 @@ def retrieve(ds: QADataset, retriever=None, k: int = 20, index: VectorIndex | No
     ids, _ = index.search([ds.queries[q] for q in qids], k=k)
     return dict(zip(qids, ids))
 
-def _pair(ds, q, c, label, source='gold') -> dict:
-    return {'query_id': q, 'query': ds.queries[q], 'doc_id': c, 'passage': ds.corpus[c], 'label': float(label), 'source': source}
+def _pair(ds, q, c, label, kind) -> dict:
+    return {'query_id': q, 'query': ds.queries[q], 'doc_id': c, 'passage': ds.corpus[c], 'label': float(label), 'kind': kind}
 
 def check_has_negatives(ds: QADataset, source: str = 'QADataset') -> QADataset:
     "`ds` if some query has a non-relevant corpus entry to contrast with; else `DatasetError` naming `source`."
@@ -80,21 +81,26 @@ def check_has_negatives(ds: QADataset, source: str = 'QADataset') -> QADataset:
         raise DatasetError(f"{source}: no negatives: every corpus entry is relevant to every query, so there is nothing to tell apart")
     return ds
 
-def mine_pairs(ds: QADataset, retriever=None, negatives: int = 4, skip_top: int = 0,
-               rankings: dict[str, list[str]] | None = None) -> list[dict]:
-    """Labelled pairs: each query's relevant passages (label 1) and its `negatives` highest-ranked
-    non-relevant passages (label 0), after skipping `skip_top` of them (set it > 0 when near-duplicates
-    of the answer are common and unlabelled). `rankings` (`{query_id: [ids]}`) skips retrieval."""
-    if negatives < 1: raise ValueError(f"negatives must be >= 1, got {negatives}")
+def mine_pairs(ds: QADataset, retriever=None, negatives: int = 3, random_negatives: int = 1, skip_top: int = 0,
+               rankings: dict[str, list[str]] | None = None, seed: int = 0) -> list[dict]:
+    """Labelled pairs: each query's relevant passages (label 1, `kind` 'positive'), its `negatives` highest-ranked
+    non-relevant passages ('hard', after skipping `skip_top` of them: set it > 0 when unlabelled near-duplicates
+    of the answer are common) and `random_negatives` other passages drawn at random ('random').
+    `rankings` (`{query_id: [ids]}`) skips retrieval."""
+    if negatives < 0 or random_negatives < 0 or negatives + random_negatives < 1:
+        raise ValueError(f"need at least one negative per query, got negatives={negatives}, random_negatives={random_negatives}")
     check_has_negatives(ds)
-    if rankings is None:
+    if rankings is None and negatives:
         k = min(len(ds.corpus), negatives + skip_top + max(len(r) for r in ds.relevant_docs.values()))
         rankings = retrieve(ds, retriever, k=k)
-    rows = []
+    rng, ids, rows = random.Random(seed), list(ds.corpus), []
     for q in ds.queries:
         rel = set(ds.relevant_docs[q])
-        rows += [_pair(ds, q, c, 1) for c in ds.relevant_docs[q]]
-        rows += [_pair(ds, q, c, 0) for c in [c for c in rankings[q] if c not in rel][skip_top:skip_top + negatives]]
+        hard = [c for c in (rankings or {}).get(q, []) if c not in rel][skip_top:skip_top + negatives]
+        pool = [c for c in ids if c not in rel and c not in hard]
+        rows += [_pair(ds, q, c, 1, 'positive') for c in ds.relevant_docs[q]]
+        rows += [_pair(ds, q, c, 0, 'hard') for c in hard]
+        rows += [_pair(ds, q, c, 0, 'random') for c in rng.sample(pool, min(random_negatives, len(pool)))]
     return rows
 
 def check_pairs(rows: Sequence[dict], source: str = 'training pairs') -> dict:
@@ -112,25 +118,27 @@ def check_pairs(rows: Sequence[dict], source: str = 'training pairs') -> dict:
 
 # %% [markdown]
 # On a real slice (SQuAD-Shifts Reddit, 240 paragraphs, split by paragraph into halves), the bundled
-# MiniLM retriever mines three hard negatives per training question:
+# MiniLM retriever mines three hard negatives per training question, plus one random one:
 
 # %%
 squad = load_squad('data/reddit_slice.json')
 train, val = split_by_doc(squad, val_frac=0.5, seed=0)
-small_train = sample_queries(train, 240, seed=0)
-pairs = mine_pairs(small_train, negatives=3)
+pairs = mine_pairs(train, negatives=3, random_negatives=1)
 counts = check_pairs(pairs)
-test_eq(counts, {'pairs': 240 * 4, 'positives': 240, 'negatives': 720})
-assert all(r['doc_id'] not in small_train.relevant_docs[r['query_id']] for r in pairs if r['label'] == 0)
+n = len(train)
+test_eq(counts, {'pairs': n * 5, 'positives': n, 'negatives': n * 4})
+assert all(r['doc_id'] not in train.relevant_docs[r['query_id']] for r in pairs if r['label'] == 0)
 print(counts); {k: (v[:100] + '...' if isinstance(v, str) and len(v) > 100 else v) for k, v in pairs[1].items()}
 
 # %% [markdown]
-# The negatives are the retriever's own top mistakes, in rank order:
+# The hard negatives are the retriever's own top mistakes, in rank order:
 
 # %%
-top = retrieve(small_train, k=10)
+top = retrieve(train, k=10)
 q0 = pairs[0]['query_id']
-test_eq([r['doc_id'] for r in pairs[1:4]], [c for c in top[q0] if c not in small_train.relevant_docs[q0]][:3])
+test_eq([r['kind'] for r in pairs[:5]], ['positive', 'hard', 'hard', 'hard', 'random'])
+test_eq([r['doc_id'] for r in pairs[1:4]], [c for c in top[q0] if c not in train.relevant_docs[q0]][:3])
+test_eq(mine_pairs(train, 3, 1, rankings=top), pairs)             # seeded: the same pairs every time
 
 # %% [markdown]
 # Pairs with nothing to contrast stop with a message that says so:
@@ -141,6 +149,7 @@ test_fail(lambda: check_pairs([p for p in pairs if p['label'] == 0], 'train.json
 test_fail(lambda: check_pairs([{**pairs[0], 'label': 'yes'}]), contains="field 'label'")
 one_doc = QADataset({'q': 'What is this?'}, {'d': 'A passage.'}, {'q': ['d']})
 test_fail(lambda: mine_pairs(one_doc), contains='no negatives')
+test_fail(lambda: mine_pairs(train, negatives=0, random_negatives=0), contains='at least one negative')
 
 # %% [markdown]
 # ## Labels from an LLM
@@ -175,7 +184,7 @@ def llm_label_pairs(rows: Sequence[dict], llm, prompt: str = LABEL_PROMPT, max_t
         lab = parse_yes_no(reply)
         if keep_gold_positives and r.get('label', 0) >= 0.5: lab = 1.0
         if lab is None: dropped += 1; continue
-        out.append({**r, 'gold_label': r.get('label'), 'label': lab, 'source': getattr(llm, 'name', 'llm')})
+        out.append({**r, 'gold_label': r.get('label'), 'label': lab, 'labelled_by': getattr(llm, 'name', 'llm')})
     if dropped: log.warning("llm_label_pairs: %d of %d replies were neither yes nor no; those pairs were dropped", dropped, len(rows))
     return out
 
@@ -231,7 +240,9 @@ tmp = Path(tempfile.mkdtemp())
 save_pairs(pairs, tmp/'pairs.jsonl')
 test_eq(load_pairs(tmp/'pairs.jsonl'), pairs)
 save_pairs([p for p in pairs if p['label'] == 1], tmp/'only_pos.jsonl')
-test_fail(lambda: load_pairs(tmp/'only_pos.jsonl'), contains='only_pos.jsonl: all 240 pairs are positives')
+test_fail(lambda: load_pairs(tmp/'only_pos.jsonl'), contains=f'only_pos.jsonl: all {n} pairs are positives')
+(tmp/'torn.jsonl').write_text(json.dumps(pairs[0]) + '\n{"query": ')
+test_fail(lambda: load_pairs(tmp/'torn.jsonl'), contains='torn.jsonl: line 2 is not valid JSON')
 
 # %% [markdown]
 # ## Loading a cross-encoder
@@ -354,7 +365,7 @@ class Reranker:
 rr = Reranker(base_ce)
 ranked = rr.rerank('What is Python?', {'a': 'Bananas are yellow.', 'b': 'Python is a programming language.'})
 test_eq(len(ranked), 2); test_eq({i for i, _ in ranked}, {'a', 'b'})
-r2 = rr.rerank_rankings(small_train, {q0: top[q0]}, top_k=5)
+r2 = rr.rerank_rankings(train, {q0: top[q0]}, top_k=5)
 test_eq(sorted(r2[q0][:5]), sorted(top[q0][:5])); test_eq(r2[q0][5:], top[q0][5:])   # a reordering of the top 5, tail untouched
 
 # %% [markdown]
@@ -390,20 +401,30 @@ def compare_rerankers(ds: QADataset, rerankers: dict, retriever=None, top_k: int
 # `QADataset` (pairs are mined with `retriever`, and optionally labelled by `llm`) or pairs
 # ready-made. The pairs it trained on are saved beside the model (`pairs.jsonl`); checkpoints go
 # to `out_dir/checkpoints`, and calling it again on the same folder resumes from the newest one,
-# with the same pairs. bf16 autocast is on where the hardware has it (CPUs with AVX512-BF16 or
+# on the same pairs. bf16 autocast is on where the hardware has it (CPUs with AVX512-BF16 or
 # AMX, recent GPUs).
+#
+# A new scoring head starts knowing nothing, and we measured how it learns (Reddit slice, MiniLM,
+# 128 tokens): for the first hundred or so steps of 16 pairs the loss sits still, then the model
+# "finds" relevance and the reranker overtakes retrieval after about 150 steps. Three defaults
+# come from that: a constant learning rate after a short warm-up (a decaying one can reach zero
+# before the head gets going: one epoch of 148 steps with linear decay ended no better than
+# chance), a 10x higher learning rate for the new head, and the random negative above. With a
+# pretrained cross-encoder as `model` none of this matters, and the head gets no special rate.
 
 # %%
 #| export
-def finetune_reranker(train: QADataset | Sequence[dict], out_dir: str | Path, model=None, retriever=None, negatives: int = 4,
-                      llm=None, epochs: int = 1, batch_size: int = 32, learning_rate: float = 5e-5, warmup_ratio: float = 0.1,
+def finetune_reranker(train: QADataset | Sequence[dict], out_dir: str | Path, model=None, retriever=None, negatives: int = 3,
+                      random_negatives: int = 1, llm=None, epochs: float = 1, batch_size: int = 16, learning_rate: float = 1e-4,
+                      head_learning_rate: float | None = 1e-3, lr_scheduler: str = 'constant_with_warmup', warmup_ratio: float = 0.05,
                       max_length: int = 256, save_steps: int = 100, resume: bool = True, seed: int = 0, bf16: bool | None = None,
                       callbacks: list | None = None, show_progress: bool = True, keep_checkpoints: bool = False):
     """Fine-tune a cross-encoder (`model`: a path or hub name, or `None` for MiniLM + a new head) on labelled pairs; save to `out_dir`.
 
     `train` is a `QADataset` (positives: relevant passages; negatives: the `negatives` passages `retriever`
-    ranks highest that are not relevant; relabelled by `llm` if given) or a list of pairs
-    (`query`, `passage`, `label` in [0, 1]). Returns the trained `CrossEncoder`."""
+    ranks highest that are not relevant, plus `random_negatives` random ones; relabelled by `llm` if given)
+    or a list of pairs (`query`, `passage`, `label` in [0, 1]). `head_learning_rate` applies to a new head only.
+    Returns the trained `CrossEncoder`."""
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
@@ -414,53 +435,59 @@ def finetune_reranker(train: QADataset | Sequence[dict], out_dir: str | Path, mo
         rows = load_pairs(out_dir/'pairs.jsonl')     # resume on exactly the pairs the interrupted run saw
     elif isinstance(train, QADataset):
         train.validate()
-        rows = mine_pairs(train, retriever, negatives)
+        rows = mine_pairs(train, retriever, negatives, random_negatives, seed=seed)
         if llm is not None: rows = llm_label_pairs(rows, llm)
     else: rows = list(train)
     counts = check_pairs(rows)
     save_pairs(rows, out_dir/'pairs.jsonl')
     seed_everything(seed)
+    new_head = model is None or (not hasattr(model, 'predict') and Path(str(model)).is_dir() and not is_cross_encoder(model))
     ce = load_reranker(model, max_length=max_length, seed=seed, new_head=True)
     order = list(range(len(rows))); random.Random(seed).shuffle(order)
     data = Dataset.from_dict({'query': [rows[i]['query'] for i in order], 'passage': [rows[i]['passage'] for i in order],
                               'label': [float(rows[i]['label']) for i in order]})
     device = default_device()
     if bf16 is None: bf16 = _bf16_ok(device)
-    steps = epochs * math.ceil(len(data) / batch_size)
+    steps = math.ceil(epochs * math.ceil(len(data) / batch_size))
     args = CrossEncoderTrainingArguments(
         output_dir=str(out_dir/'checkpoints'), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate, warmup_steps=int(warmup_ratio * steps), save_strategy='steps', save_steps=save_steps,
-        save_total_limit=2, logging_steps=max(1, save_steps // 5), seed=seed, data_seed=seed, report_to='none',
-        bf16=bf16, use_cpu=device == 'cpu', disable_tqdm=not show_progress, dataloader_drop_last=False)
+        learning_rate=learning_rate, lr_scheduler_type=lr_scheduler, warmup_steps=int(warmup_ratio * steps),
+        learning_rate_mapping={r'classifier\.': head_learning_rate} if new_head and head_learning_rate else {},
+        save_strategy='steps', save_steps=save_steps, save_total_limit=2, logging_steps=max(1, save_steps // 5),
+        seed=seed, data_seed=seed, report_to='none', bf16=bf16, use_cpu=device == 'cpu', disable_tqdm=not show_progress,
+        dataloader_drop_last=False)
     loss = BinaryCrossEntropyLoss(ce, pos_weight=torch.tensor(counts['negatives'] / counts['positives']))
     trainer = CrossEncoderTrainer(model=ce, args=args, train_dataset=data, loss=loss, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=ckpt)
     ce.save_pretrained(str(out_dir))
     write_json_atomic(out_dir/'finetune_kit.json', {
-        'base_model': str(model or 'bundled all-MiniLM-L6-v2 + new head'), 'retriever': str(retriever or 'bundled all-MiniLM-L6-v2'),
-        'negatives': negatives, 'llm_labels': None if llm is None else str(getattr(llm, 'name', llm)), **counts, 'epochs': epochs,
-        'batch_size': batch_size, 'learning_rate': learning_rate, 'max_length': max_length, 'bf16': bool(bf16),
-        'steps': trainer.state.global_step, 'loss': 'BinaryCrossEntropyLoss'})
+        'base_model': str(model or 'bundled all-MiniLM-L6-v2') + (' + new head' if new_head else ''),
+        'retriever': str(retriever or 'bundled all-MiniLM-L6-v2') if isinstance(train, QADataset) else None,
+        'negatives': negatives, 'random_negatives': random_negatives, 'llm_labels': None if llm is None else str(getattr(llm, 'name', llm)),
+        **counts, 'epochs': epochs, 'batch_size': batch_size, 'learning_rate': learning_rate,
+        'head_learning_rate': head_learning_rate if new_head else None, 'lr_scheduler': lr_scheduler, 'max_length': max_length,
+        'bf16': bool(bf16), 'steps': trainer.state.global_step, 'loss': 'BinaryCrossEntropyLoss'})
     if not keep_checkpoints: shutil.rmtree(out_dir/'checkpoints', ignore_errors=True)
     return ce
 
 # %% [markdown]
 # ## Fine-tuning on a small real slice
 #
-# The 240 training questions mined above (960 pairs), one epoch; then 200 held-out questions
-# (their paragraphs never seen in training) retrieved with MiniLM, and their top 20 reordered by
-# the untrained and the fine-tuned reranker. About two minutes on a 2-core CPU.
+# The pairs mined above (589 training questions, 2,945 pairs), one epoch (185 steps) at 128 tokens
+# of question + passage; then 150 held-out questions (their paragraphs never seen in training),
+# retrieved with MiniLM, their top 10 reordered by the untrained and by the fine-tuned reranker.
+# About two and a half minutes on a 2-core CPU.
 
 # %%
 t0 = time.time()
-ft_ce = finetune_reranker(pairs, tmp/'reranker', epochs=1, show_progress=False)
+ft_ce = finetune_reranker(pairs, tmp/'reranker', epochs=1, max_length=128, show_progress=False)
 print(f"trained in {time.time() - t0:.0f} s")
-small_val = sample_queries(val, 200, seed=0)
+small_val = sample_queries(val, 150, seed=0)
 t0 = time.time()
-res = compare_rerankers(small_val, {'+ base reranker': base_ce, '+ fine-tuned reranker': ft_ce}, top_k=20)
+res = compare_rerankers(small_val, {'+ base reranker': base_ce, '+ fine-tuned reranker': ft_ce}, top_k=10)
 print(f"evaluated in {time.time() - t0:.0f} s")
 table = compare(res)
-fig = plot_comparison(res, title='Reddit slice, 200 held-out questions, reranking the top 20')
+fig = plot_comparison(res, title='Reddit slice, 150 held-out questions, reranking the top 10')
 assert table.loc['Δ + fine-tuned reranker', 'mrr@10'] > 0 and table.loc['Δ + fine-tuned reranker', 'hit@1'] > 0, table
 table
 
@@ -472,11 +499,12 @@ table
 # %%
 from sentence_transformers import CrossEncoder
 reloaded = CrossEncoder(str(tmp/'reranker'))
+test_eq(reloaded.max_seq_length, 128)
 pp = [(p['query'], p['passage']) for p in pairs[:4]]
 assert np.allclose(reloaded.predict(pp), ft_ce.predict(pp), atol=1e-4)
 assert is_cross_encoder(tmp/'reranker') and not (tmp/'reranker'/'checkpoints').exists()
 info = json.loads((tmp/'reranker'/'finetune_kit.json').read_text())
-test_eq((info['pairs'], info['positives'], info['epochs']), (960, 240, 1))
+test_eq((info['pairs'], info['positives'], info['steps']), (5 * n, n, math.ceil(5 * n / 16)))
 test_eq(load_pairs(tmp/'reranker'/'pairs.jsonl'), pairs)
 info
 
@@ -507,12 +535,13 @@ assert is_cross_encoder(tmp/'resume')
 # %% [markdown]
 # ## The full-size run
 #
-# Every training question of the slice's train half (589, 4 negatives each), the whole held-out
-# half reranked. Flagged `slow` (about ten minutes on 2 CPU cores).
+# Mining and training from the `QADataset` directly (all 589 training questions, 3 hard + 1 random
+# negatives), two epochs at 128 tokens, and the whole held-out half (602 questions) with its top 20
+# reranked. Flagged `slow` (about eight minutes on 2 CPU cores).
 
 # %%
 #| slow
-full = finetune_reranker(train, tmp/'full', negatives=4, epochs=1)
+full = finetune_reranker(train, tmp/'full', epochs=2, max_length=128, show_progress=False)
 res_full = compare_rerankers(val, {'+ fine-tuned reranker': full}, top_k=20)
-assert compare(res_full).loc['Δ + fine-tuned reranker', 'mrr@10'] > 0.05
+assert compare(res_full).loc['Δ + fine-tuned reranker', 'mrr@10'] > 0
 compare(res_full)
