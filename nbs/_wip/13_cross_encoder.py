@@ -138,7 +138,7 @@ top = retrieve(train, k=10)
 q0 = pairs[0]['query_id']
 test_eq([r['kind'] for r in pairs[:5]], ['positive', 'hard', 'hard', 'hard', 'random'])
 test_eq([r['doc_id'] for r in pairs[1:4]], [c for c in top[q0] if c not in train.relevant_docs[q0]][:3])
-test_eq(mine_pairs(train, 3, 1, rankings=top), pairs)             # seeded: the same pairs every time
+test_eq(mine_pairs(train, negatives=3, random_negatives=1, rankings=top), pairs)            # seeded: the same pairs every time
 
 # %% [markdown]
 # Pairs with nothing to contrast stop with a message that says so:

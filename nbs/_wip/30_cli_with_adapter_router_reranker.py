@@ -70,8 +70,15 @@ def cmd_finetune_embeddings(a):
         print(compare(res).to_string())
 
 def _encoder(a):
-    "The encoder `eval-retrieval` scores: a model path or the bundled MiniLM."
-    return a.model
+    "The encoder `eval-retrieval` scores: a model path or the bundled MiniLM (or `openai:MODEL`), with `--adapter DIR` on top."
+    adapter, model = getattr(a, 'adapter', None), a.model
+    if not adapter and not str(model or '').startswith('openai:'): return model
+    from finetune_kit.adapter import AdapterEncoder, AdapterError, CachedEmbedder, get_embedder
+    try:
+        emb = get_embedder(model, base_url=a.base_url) if model else None
+        if adapter: return AdapterEncoder.load(adapter, embedder=emb, cache=a.cache, base_url=a.base_url)
+        return CachedEmbedder(emb, a.cache) if a.cache else emb
+    except AdapterError as e: sys.exit(f"error: {e}")
 
 def cmd_eval_retrieval(a):
     from finetune_kit.retrieval import evaluate_retrieval
@@ -134,6 +141,78 @@ def _eval_reranked(ds, a):
     n = sum(min(len(r), a.rerank_top_k) for r in rankings.values())
     print(f"reranked {n} pairs in {dt:.1f} s ({n / max(dt, 1e-9):.1f} pairs/s)", file=sys.stderr)
     return score_rankings(ds, reranked)
+
+# %% [markdown]
+# ## `ftk finetune-adapter`
+#
+# An adapter over a frozen base model (a local one, or `--model openai:MODEL` with `--base-url`
+# for any OpenAI-compatible embeddings server). Each distinct text is embedded once into
+# `--cache` (default: `OUT/embeddings.sqlite`); give a second run the same cache and it embeds nothing.
+# `ftk eval-retrieval --adapter DIR` scores the result with the same JSON as without.
+
+# %%
+#| export
+def cmd_finetune_adapter(a):
+    from finetune_kit.adapter import finetune_adapter, AdapterError
+    train = _load(a.train)
+    val = _load(a.val) if a.val else None
+    t = time.time()
+    try: enc = finetune_adapter(train, a.out, embedder=a.model, adapter=a.adapter, transform=a.transform, epochs=a.epochs,
+                                batch_size=a.batch_size, learning_rate=a.lr, cache=a.cache, base_url=a.base_url)
+    except (AdapterError, ValueError) as e: sys.exit(f"error: {e}")
+    info = json.loads((Path(a.out)/'finetune_kit.json').read_text())
+    print(f"saved {a.adapter} adapter to {a.out} ({time.time() - t:.0f} s: {info['embed_s']:.0f} s embedding, "
+          f"{info['train_s']:.0f} s training, {info['steps']} steps)")
+    if val:
+        from finetune_kit.retrieval import evaluate_retrieval, compare
+        from finetune_kit.adapter import AdapterEncoder
+        res = {'base': evaluate_retrieval(val, AdapterEncoder(enc.embedder)), 'adapter': evaluate_retrieval(val, enc)}
+        print(compare(res).to_string())
+
+# %% [markdown]
+# ## `ftk finetune-router` and `ftk route`
+#
+# `CHOICES.json` is a list of `{"name", "description"}`, `QUERIES.json` a list of
+# `{"query", "choice"}` (or of plain strings, to route unlabelled queries). `route --json`
+# ends with one line of JSON: every query's routes, and with labels, `match_rate`.
+# `--router` is a folder from `finetune-router`, or any embedding model with `--choices`.
+
+# %%
+#| export
+def _router_input(fn, *args, **kw):
+    from finetune_kit.router import RouterDataError
+    try: return fn(*args, **kw)
+    except RouterDataError as e: sys.exit(f"error: {e}")
+
+def cmd_finetune_router(a):
+    from finetune_kit.router import load_choices, load_queries, finetune_router
+    choices = _router_input(load_choices, a.choices)
+    train = _router_input(load_queries, a.train, choices, labelled=True)     # both checked before any model loads
+    t = time.time()
+    kw = {k: v for k, v in dict(epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.lr).items() if v is not None}
+    finetune_router(choices, train, a.out, model=a.model, **kw)
+    print(f"saved router ({len(choices)} choices, {len(train)} training queries) to {a.out} ({time.time() - t:.0f} s)")
+
+def cmd_route(a):
+    from finetune_kit.router import Router, load_choices, load_queries, evaluate_router
+    choices = _router_input(load_choices, a.choices) if a.choices else None
+    if choices is None and not (Path(a.router)/'router.json').exists():
+        sys.exit(f"error: {a.router}: no router.json (a plain embedding model?): pass --choices CHOICES.json")
+    queries = _router_input(load_queries, a.queries, choices)
+    router = Router.load(a.router, choices)
+    if choices is None: queries = _router_input(load_queries, a.queries, router.choices)
+    routes = router.route([q['query'] for q in queries], top_n=max(a.top_n, 3))
+    rows = [{'query': q['query'], **({'choice': q['choice']} if 'choice' in q else {}),
+             'routes': [[c, round(s, 4)] for c, s in r[:a.top_n]]} for q, r in zip(queries, routes)]
+    out = {'n_queries': len(queries)}
+    lab = [i for i, q in enumerate(queries) if 'choice' in q]
+    if lab:
+        res = evaluate_router(router, [queries[i] for i in lab], routes=[routes[i] for i in lab])
+        out.update({k: round(v, 4) if isinstance(v, float) else v for k, v in res.metrics.items() if k != 'n_queries'}, n_labelled=len(lab))
+    if not a.json:
+        for r in rows: print(f"{r['routes'][0][0]}\t{r['routes'][0][1]:.3f}\t{r['query']}")
+        for k, v in out.items(): print(f"{k:>12}  {v}")
+    else: print(json.dumps({**out, 'routes': rows}, ensure_ascii=False))
 
 # %% [markdown]
 # ## `ftk quickstart`
@@ -225,7 +304,42 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--json', action='store_true', help='end with one line of JSON')
     e.add_argument('--reranker', default=None, help='a cross-encoder folder: rerank the retrieved top candidates with it')
     e.add_argument('--rerank-top-k', type=int, default=20, help='how many retrieved candidates the reranker reorders')
+    e.add_argument('--adapter', default=None, help='adapter folder from finetune-adapter (or LlamaIndex) to apply over --model')
+    e.add_argument('--base-url', default=None, help="OpenAI-compatible server for --model openai:MODEL")
+    e.add_argument('--cache', default=None, help='embedding cache file (SQLite) for adapters and openai: models')
     e.set_defaults(func=cmd_eval_retrieval)
+
+    ad = sub.add_parser('finetune-adapter', help='train an adapter over a frozen (even API-only) embedding model')
+    ad.add_argument('--train', required=True, type=Path)
+    ad.add_argument('--val', type=Path, default=None, help='also score base and adapter on this QADataset')
+    ad.add_argument('--out', required=True, type=Path)
+    ad.add_argument('--model', default=None, help="base model path, or 'openai:MODEL' (default: bundled MiniLM)")
+    ad.add_argument('--base-url', default=None, help='OpenAI-compatible embeddings server (key from OPENAI_API_KEY)')
+    ad.add_argument('--adapter', choices=['linear', 'two-layer'], default='linear')
+    ad.add_argument('--transform', choices=['query', 'both'], default='query', help='which side goes through the adapter')
+    ad.add_argument('--epochs', type=int, default=None, help='default: 8 (linear), 25 (two-layer)')
+    ad.add_argument('--batch-size', type=int, default=32)
+    ad.add_argument('--lr', type=float, default=None, help='default 1e-3')
+    ad.add_argument('--cache', default=None, help='embedding cache file (default: OUT/embeddings.sqlite)')
+    ad.set_defaults(func=cmd_finetune_adapter)
+
+    fr = sub.add_parser('finetune-router', help='fine-tune an embedding router: queries land nearest their choice')
+    fr.add_argument('--choices', required=True, type=Path, help='JSON list of {"name", "description"}')
+    fr.add_argument('--train', required=True, type=Path, help='JSON list of {"query", "choice"}')
+    fr.add_argument('--out', required=True, type=Path)
+    fr.add_argument('--model', default=None, help='base model path or name (default: bundled MiniLM)')
+    fr.add_argument('--epochs', type=int, default=None, help='default: 2')
+    fr.add_argument('--batch-size', type=int, default=None, help='default: 32')
+    fr.add_argument('--lr', type=float, default=None, help='default: 2e-4')
+    fr.set_defaults(func=cmd_finetune_router)
+
+    ro = sub.add_parser('route', help='route queries with a router (or a plain embedding model and --choices)')
+    ro.add_argument('--router', required=True, help='folder from finetune-router, or an embedding model path')
+    ro.add_argument('--queries', required=True, type=Path, help='JSON list of {"query", "choice"?} or of strings')
+    ro.add_argument('--choices', type=Path, default=None, help='JSON list of {"name", "description"} (needed for a plain model)')
+    ro.add_argument('--top-n', type=int, default=1)
+    ro.add_argument('--json', action='store_true', help='end with one line of JSON')
+    ro.set_defaults(func=cmd_route)
 
     r = sub.add_parser('finetune-reranker', help='fine-tune a cross-encoder reranker on a QADataset (mined hard negatives) or labelled pairs')
     r.add_argument('--train', required=True, type=Path, help='QADataset JSON, or JSONL of {query, passage, label} pairs')
@@ -335,6 +449,47 @@ try: main(['eval-retrieval', '--data', str(tmp/'val60.json'), '--reranker', str(
 except SystemExit as e: msg = str(e)
 print(msg)
 assert 'holds no cross-encoder' in msg and 'embedding model' in msg
+
+# %% [markdown]
+# `finetune-adapter` trains an adapter over the frozen MiniLM, and `eval-retrieval --adapter`
+# scores it with the same JSON keys. An adapter made for another base model stops with a message:
+
+# %%
+print(run_cli('finetune-adapter', '--train', tmp/'train.json', '--out', tmp/'adapter', '--epochs', '4', '--batch-size', '16'))
+test_eq(sorted(p.name for p in (tmp/'adapter').iterdir()), ['config.json', 'embeddings.sqlite', 'finetune_kit.json', 'pytorch_model.bin'])
+adapted = json.loads(run_cli('eval-retrieval', '--data', tmp/'val.json', '--adapter', tmp/'adapter', '--json').splitlines()[-1])
+test_eq(set(adapted), set(base)); test_eq(adapted['n_queries'], base['n_queries'])
+(tmp/'wide').mkdir(); (tmp/'wide'/'config.json').write_text('{"in_features": 768, "out_features": 768, "bias": false}')
+import torch; torch.save({'linear.weight': torch.eye(768)}, tmp/'wide'/'pytorch_model.bin')
+try: main(['eval-retrieval', '--data', str(tmp/'val.json'), '--adapter', str(tmp/'wide'), '--json']); raise AssertionError('no error')
+except SystemExit as e: assert 'expects 768-d embeddings, but the base model gives 384-d' in str(e), e
+adapted
+
+# %% [markdown]
+# `finetune-router` and `route`, on the 48 Wikipedia articles of notebook 12 (a small sample
+# here): `--router` takes the fine-tuned folder, or the base model with `--choices`. A label
+# that names no choice stops before any model loads.
+
+# %%
+from finetune_kit.router import squad_routing_task
+from dataclasses import asdict
+choices, rtrain, rval = squad_routing_task('data/squaddev_slice.json')
+(tmp/'choices.json').write_text(json.dumps([asdict(c) for c in choices]))
+(tmp/'rtrain.json').write_text(json.dumps(random.Random(0).sample(rtrain, 192)))
+(tmp/'rval.json').write_text(json.dumps(random.Random(0).sample(rval, 100)))
+print(run_cli('finetune-router', '--choices', tmp/'choices.json', '--train', tmp/'rtrain.json', '--out', tmp/'router'))
+routed = json.loads(run_cli('route', '--router', tmp/'router', '--queries', tmp/'rval.json', '--json').splitlines()[-1])
+from finetune_kit.models import minilm_path
+plain = json.loads(run_cli('route', '--router', minilm_path(), '--choices', tmp/'choices.json', '--queries', tmp/'rval.json', '--json').splitlines()[-1])
+test_eq((routed['n_queries'], plain['n_queries']), (100, 100))
+print({'base': plain['match_rate'], 'fine-tuned': routed['match_rate']})
+test_eq(len(routed['routes']), 100); test_eq(routed['routes'][0]['query'], json.loads((tmp/'rval.json').read_text())[0]['query'])
+(tmp/'rbad.json').write_text(json.dumps([{'query': 'Who won?', 'choice': 'Super Bowl 51'}]))
+try: main(['finetune-router', '--choices', str(tmp/'choices.json'), '--train', str(tmp/'rbad.json'), '--out', str(tmp/'never')]); raise AssertionError('no error')
+except SystemExit as e: assert "rbad.json: query 0 ('Who won?') is labelled 'Super Bowl 51', which names no choice" in str(e), e
+assert not (tmp/'never').exists()
+try: main(['route', '--router', str(minilm_path()), '--queries', str(tmp/'rval.json')]); raise AssertionError('no error')
+except SystemExit as e: assert 'pass --choices' in str(e)
 
 # %% [markdown]
 # ### Killing `generate-qa` midway, then running it again
