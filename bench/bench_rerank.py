@@ -84,12 +84,12 @@ def step_reranker(args, ftk, run_dir: Path, state: dict):
     out = run_dir / 'reranker'
     shutil.rmtree(out, ignore_errors=True)
     cmd = ftk + ['finetune-reranker', '--train', state['data']['train'], '--out', out, '--negatives', args.negatives,
-                 '--epochs', args.epochs]
+                 '--epochs', args.epochs, '--max-length', args.max_length]
     p, wall = run(cmd, timed=True, env={**os.environ, **OFFLINE})
     if p.returncode: raise RuntimeError(f"ftk finetune-reranker failed (exit {p.returncode})")
     info = json.loads((out / 'finetune_kit.json').read_text())
     state['reranker'] = {'model_dir': str(out.resolve()), 'command_wall_s': round(wall, 1), 'negatives': args.negatives,
-                         'epochs': args.epochs, 'info': info, 'command': shlex.join(map(str, cmd))}
+                         'epochs': args.epochs, 'max_length': args.max_length, 'info': info, 'command': shlex.join(map(str, cmd))}
 
 
 # ---------------------------------------------------------------- 4. evaluation
@@ -145,7 +145,7 @@ def write_report(state: dict, results_dir: Path):
         '# Cross-encoder reranking: what a fine-tuned reranker adds', '',
         f"SQuAD-Shifts Reddit, split by paragraph (seed {d['seed']}). Reranker trained on {d['n_train_queries']} training "
         f"queries ({d['n_train_corpus']} paragraphs), {rr['negatives']} hard negatives each (mined with base MiniLM), "
-        f"{rr['epochs']} epoch(s), from the bundled all-MiniLM-L6-v2 backbone with a new scoring head. "
+        f"{rr['epochs']} epoch(s), {rr.get('max_length', 256)} tokens, from the bundled all-MiniLM-L6-v2 backbone with a new scoring head. "
         + (f"**Evaluated on a seeded sample of {d['n_eval_queries']} of the {d['n_val_queries']} validation queries** "
            f"(the same sample for every row, to keep the benchmark within its CPU budget), " if sub else
            f"Evaluated on all {d['n_eval_queries']} validation queries, ")
@@ -174,8 +174,9 @@ def main():
     ap.add_argument('--data', type=Path, default=BENCH.parent / '../shared/data/squad_shifts/reddit_v1.0.json')
     ap.add_argument('--n-train', type=int, default=1000)
     ap.add_argument('--n-val', type=int, default=1000, help='validation queries to score (seeded sample; 0 = all)')
-    ap.add_argument('--negatives', type=int, default=4)
-    ap.add_argument('--epochs', type=int, default=1, help='reranker epochs')
+    ap.add_argument('--negatives', type=int, default=3, help='hard negatives per question (plus one random)')
+    ap.add_argument('--epochs', type=int, default=2, help='reranker epochs')
+    ap.add_argument('--max-length', type=int, default=256, help='reranker tokens of question + passage')
     ap.add_argument('--retriever-epochs', type=int, default=2)
     ap.add_argument('--top-k', type=int, default=20, help='candidates the reranker reorders')
     ap.add_argument('--seed', type=int, default=0)
