@@ -17,7 +17,7 @@ epochs = int(epochs)
 t0 = time.perf_counter()
 from llama_index.finetuning import EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDataset
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-from llama_index.embeddings.adapter import TwoLayerNN
+from llama_index.embeddings.adapter.utils import TwoLayerNN   # not exported by the package's __init__
 t_import = time.perf_counter() - t0
 
 train = EmbeddingQAFinetuneDataset.from_json(train_path)
