@@ -154,7 +154,7 @@ def write_report(state: dict, results_dir: Path):
         f"| retriever | hit@1 | MRR@10 | hit@1 + reranker | MRR@10 + reranker | Δ MRR@10 | reranking pairs/s |",
         '|---|---:|---:|---:|---:|---:|---:|', *rows, '',
         'Metrics in percent. Reranking throughput: (query, passage) pairs scored per second by the reranked '
-        '`ftk eval-retrieval` command (bf16 autocast where the CPU has it, batches of 32, max 256 tokens), '
+        f"`ftk eval-retrieval` command (bf16 autocast where the CPU has it, batches of 32, max {rr.get('max_length', 256)} tokens), "
         'model loading and retrieval excluded.', '',
         f"Training wall time: reranker {rr['command_wall_s']:.0f} s for {rr['info']['pairs']} pairs "
         f"({rr['info']['steps']} steps; the whole `ftk finetune-reranker` command, mining and model load included)"
