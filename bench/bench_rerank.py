@@ -10,18 +10,23 @@ On the embedding benchmark's data (its own code, `bench_embeddings.make_data`):
    `ftk finetune-embeddings --train TRAIN --out RUN/retriever_ft --epochs 2`.
 3. The reranker: `ftk finetune-reranker --train TRAIN --out RUN/reranker --negatives N --epochs E`
    (the bundled MiniLM with a new head; hard negatives mined with the base MiniLM retriever).
-4. `ftk eval-retrieval --data VAL --model M --json`, and the same with
-   `--reranker RUN/reranker --rerank-top-k K`, for M = base MiniLM and the fine-tuned retriever.
+4. The retriever weight (how much the retriever's similarity counts beside the reranker's score):
+   `tune_retriever_weight` on `--n-dev` (300) questions of the TRAINING half that trained neither
+   model (seed 1), for both retrievers; the weight with the best mean MRR@10 over the two is used.
+   The validation questions play no part in choosing it.
+5. `ftk eval-retrieval --data VAL --model M --json`, and the same with
+   `--reranker RUN/reranker --rerank-top-k K --retriever-weight W`, W = 0 (the reranker alone) and the
+   chosen weight (fused), for M = base MiniLM and the fine-tuned retriever.
    Throughput: the pairs the reranked command scored, over the seconds it spent scoring them
    (printed by the command on stderr).
-5. `bench/results/rerank.json` (everything) and `bench/results/rerank.md` (the table).
+6. `bench/results/rerank.json` (everything) and `bench/results/rerank.md` (the table).
 
 Every step saves its result in RUN/state.json and a later call reuses it, so the steps can run
-as separate commands (`--steps data,retriever`, then `--steps reranker`, then `--steps eval,report`).
+as separate commands (`--steps data,retriever`, then `--steps reranker`, then `--steps calibrate,eval,report`).
 Not run by CI.
 
     python bench/bench_rerank.py                         # everything
-    python bench/bench_rerank.py --steps eval,report     # re-score with the saved models
+    python bench/bench_rerank.py --steps calibrate,eval,report --rescore    # re-score with the saved models
 """
 import argparse, json, os, re, shlex, shutil, subprocess, sys, time
 from datetime import datetime, timezone
@@ -32,7 +37,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from bench_embeddings import make_data, cpu_info, base_model_dir, log, run, OFFLINE, METRICS   # the embedding benchmark's data code
 
-STEPS = ['data', 'retriever', 'reranker', 'eval', 'report']
+STEPS = ['data', 'retriever', 'reranker', 'calibrate', 'eval', 'report']
 
 
 def load_state(run_dir: Path) -> dict:
@@ -85,17 +90,46 @@ def step_reranker(args, ftk, run_dir: Path, state: dict):
     shutil.rmtree(out, ignore_errors=True)
     cmd = ftk + ['finetune-reranker', '--train', state['data']['train'], '--out', out, '--negatives', args.negatives,
                  '--epochs', args.epochs, '--max-length', args.max_length]
+    ft = state['retriever_ft']['model_dir']
+    if args.mine_with == 'fine-tuned': cmd += ['--retriever', ft]          # hard negatives: the fine-tuned retriever's mistakes
+    if args.backbone == 'fine-tuned': cmd += ['--model', ft]               # start from the fine-tuned retriever's weights
     p, wall = run(cmd, timed=True, env={**os.environ, **OFFLINE})
     if p.returncode: raise RuntimeError(f"ftk finetune-reranker failed (exit {p.returncode})")
     info = json.loads((out / 'finetune_kit.json').read_text())
     state['reranker'] = {'model_dir': str(out.resolve()), 'command_wall_s': round(wall, 1), 'negatives': args.negatives,
+                         'mine_with': args.mine_with, 'backbone': args.backbone,
                          'epochs': args.epochs, 'max_length': args.max_length, 'info': info, 'command': shlex.join(map(str, cmd))}
 
 
-# ---------------------------------------------------------------- 4. evaluation
-def evaluate(ftk, val_p, model, reranker=None, top_k=20) -> dict:
+# ---------------------------------------------------------------- 4. retriever weight, on held-out training questions
+def step_calibrate(args, run_dir: Path, state: dict):
+    from finetune_kit.core import QADataset, load_squad, split_by_doc, sample_queries
+    from finetune_kit.rerank import Reranker, tune_retriever_weight
+    train = QADataset.from_json(state['data']['train'])
+    train_half, _ = split_by_doc(load_squad(args.data), val_frac=0.5, seed=args.seed)     # as make_data splits it
+    unused = [q for q in train_half.queries if q not in train.queries]
+    rest = QADataset({q: train_half.queries[q] for q in unused}, train_half.corpus, {q: train_half.relevant_docs[q] for q in unused})
+    dev = sample_queries(rest, args.n_dev, seed=args.seed + 1)
+    rr = Reranker(state['reranker']['model_dir'], top_k=args.top_k)
+    models = {'base': str(base_model_dir()), 'fine-tuned': state['retriever_ft']['model_dir']}
+    tables = {}
+    for name, model in models.items():
+        t = tune_retriever_weight(dev, rr, model, weights=WEIGHTS, top_k=args.top_k)
+        tables[name] = {str(w): round(float(t.loc[w, 'mrr@10']), 4) for w in t.index}
+        log(f"  {name}: MRR@10 by retriever weight on {len(dev.queries)} dev questions: {tables[name]}")
+    mean = {w: sum(tables[n][str(w)] for n in models) / len(models) for w in WEIGHTS}
+    best = max(WEIGHTS, key=lambda w: mean[w])
+    state['calibration'] = {'n_dev_queries': len(dev.queries), 'dev_corpus': len(dev.corpus), 'mrr@10': tables, 'weight': best}
+    log(f"retriever weight: {best}")
+
+
+# ---------------------------------------------------------------- 5. evaluation
+WEIGHTS = (0, 0.25, 0.5, 0.75, 1, 1.5, 2)
+
+
+def evaluate(ftk, val_p, model, reranker=None, top_k=20, weight=None) -> dict:
     cmd = ftk + ['eval-retrieval', '--data', val_p, '--model', model, '--json']
-    if reranker: cmd += ['--reranker', reranker, '--rerank-top-k', top_k]
+    if reranker: cmd += ['--reranker', reranker, '--rerank-top-k', top_k, '--retriever-weight', weight]
     p, wall = run(cmd, timed=True, capture=True, env={**os.environ, **OFFLINE})
     lines = [l for l in p.stdout.strip().splitlines() if l.strip()]
     if p.returncode or not lines:
@@ -115,17 +149,17 @@ def evaluate(ftk, val_p, model, reranker=None, top_k=20) -> dict:
 def step_eval(args, ftk, run_dir: Path, state: dict):
     val_p, rr = state['data']['val'], state['reranker']['model_dir']
     models = {'base': str(base_model_dir()), 'fine-tuned': state['retriever_ft']['model_dir']}
-    scores = state.setdefault('scores', {})
+    if args.rescore: state['scores'] = {}
+    scores, w = state.setdefault('scores', {}), state['calibration']['weight']
     for name, model in models.items():
-        for rerank in (False, True):
-            key = name + (' + reranker' if rerank else '')
+        for key, weight in ((name, None), (name + ' + reranker alone', 0), (name + ' + reranker fused', w)):
             if key in scores and not args.rescore: log(f"{key}: kept from an earlier run"); continue
             log(f"evaluating {key}")
-            scores[key] = evaluate(ftk, val_p, model, rr if rerank else None, args.top_k)
+            scores[key] = evaluate(ftk, val_p, model, rr if weight is not None else None, args.top_k, weight)
             save_state(run_dir, state)
 
 
-# ---------------------------------------------------------------- 5. report
+# ---------------------------------------------------------------- 6. report
 def pct(x): return 'n/a' if x is None else f"{100 * x:.1f}"
 
 
@@ -134,26 +168,40 @@ def write_report(state: dict, results_dir: Path):
     (results_dir / 'rerank.json').write_text(json.dumps(state, indent=1) + '\n')
     s, d, rr = state.get('scores', {}), state['data'], state['reranker']
     k = state['args']['top_k']
+    cal = state.get('calibration', {})
     rows = []
     for name, label in (('base', 'base MiniLM'), ('fine-tuned', 'fine-tuned MiniLM (ftk finetune-embeddings, 2 epochs)')):
-        a, b = s.get(name), s.get(name + ' + reranker')
-        delta = 'n/a' if not (a and b) else f"{100 * (b['mrr@10'] - a['mrr@10']):+.1f}"
-        rows.append(f"| {label} | {pct(a and a['hit@1'])} | {pct(a and a['mrr@10'])} | {pct(b and b['hit@1'])} | "
-                    f"{pct(b and b['mrr@10'])} | {delta} | {(b or {}).get('pairs_per_s', 'n/a')} |")
+        a = s.get(name)
+        for kind, how in (('alone', 'reranker alone (weight 0)'), ('fused', f"reranker fused (weight {cal.get('weight', '?')})")):
+            b = s.get(f"{name} + reranker {kind}")
+            delta = 'n/a' if not (a and b) else f"{100 * (b['mrr@10'] - a['mrr@10']):+.1f}"
+            rows.append(f"| {label} | {how} | {pct(a and a['hit@1'])} | {pct(a and a['mrr@10'])} | {pct(b and b['hit@1'])} | "
+                        f"{pct(b and b['mrr@10'])} | **{delta}** | {(b or {}).get('pairs_per_s', 'n/a')} |")
+    tune = ''
+    if cal:
+        tune = (f"The retriever weight ({cal['weight']}) was chosen on {cal['n_dev_queries']} questions of the *training* half that "
+                f"trained neither model (against its {cal['dev_corpus']} paragraphs), as the best mean MRR@10 over the two "
+                f"retrievers; the validation questions played no part. MRR@10 there by weight: "
+                + '; '.join(f"{n}: " + ', '.join(f"{w} → {pct(v)}" for w, v in t.items()) for n, t in cal['mrr@10'].items()) + '.')
     sub = d['n_eval_queries'] < d['n_val_queries']
     lines = [
         '# Cross-encoder reranking: what a fine-tuned reranker adds', '',
         f"SQuAD-Shifts Reddit, split by paragraph (seed {d['seed']}). Reranker trained on {d['n_train_queries']} training "
-        f"queries ({d['n_train_corpus']} paragraphs), {rr['negatives']} hard negatives each (mined with base MiniLM), "
-        f"{rr['epochs']} epoch(s), {rr.get('max_length', 256)} tokens, from the bundled all-MiniLM-L6-v2 backbone with a new scoring head. "
+        f"queries ({d['n_train_corpus']} paragraphs), {rr['negatives']} hard negatives each (mined with "
+        f"{rr.get('mine_with', 'base')} MiniLM) plus one random, {rr['epochs']} epoch(s), {rr.get('max_length', 256)} tokens, from "
+        + ('the fine-tuned retriever' if rr.get('backbone') == 'fine-tuned' else 'the bundled all-MiniLM-L6-v2')
+        + " backbone with a new scoring head. "
         + (f"**Evaluated on a seeded sample of {d['n_eval_queries']} of the {d['n_val_queries']} validation queries** "
            f"(the same sample for every row, to keep the benchmark within its CPU budget), " if sub else
            f"Evaluated on all {d['n_eval_queries']} validation queries, ")
         + f"each against all {d['n_val_corpus']} validation paragraphs; the reranker reorders each retriever's top {k}. "
         f"CPU: {state['cpu']['model']}, {state['cpu']['usable_cpus']} cores.", '',
-        f"| retriever | hit@1 | MRR@10 | hit@1 + reranker | MRR@10 + reranker | Δ MRR@10 | reranking pairs/s |",
-        '|---|---:|---:|---:|---:|---:|---:|', *rows, '',
-        'Metrics in percent. Reranking throughput: (query, passage) pairs scored per second by the reranked '
+        f"| retriever | order of its top {k} | hit@1 | MRR@10 | hit@1 reranked | MRR@10 reranked | Δ MRR@10 | reranking pairs/s |",
+        '|---|---|---:|---:|---:|---:|---:|---:|', *rows, '',
+        'Metrics in percent. *Reranker alone*: the top candidates ordered by the cross-encoder\'s score; *fused*: by the '
+        "cross-encoder's score plus the retriever's similarity times the weight, both z-normalised over the candidates "
+        "(`ftk eval-retrieval --retriever-weight`, default 1). " + tune, '',
+        'Reranking throughput: (query, passage) pairs scored per second by the reranked '
         f"`ftk eval-retrieval` command (bf16 autocast where the CPU has it, batches of 32, max {rr.get('max_length', 256)} tokens), "
         'model loading and retrieval excluded.', '',
         f"Training wall time: reranker {rr['command_wall_s']:.0f} s for {rr['info']['pairs']} pairs "
@@ -176,9 +224,12 @@ def main():
     ap.add_argument('--n-val', type=int, default=1000, help='validation queries to score (seeded sample; 0 = all)')
     ap.add_argument('--negatives', type=int, default=3, help='hard negatives per question (plus one random)')
     ap.add_argument('--epochs', type=int, default=2, help='reranker epochs')
+    ap.add_argument('--mine-with', choices=['base', 'fine-tuned'], default='base', help='the retriever that mines hard negatives')
+    ap.add_argument('--backbone', choices=['minilm', 'fine-tuned'], default='minilm', help='what the reranker starts from')
     ap.add_argument('--max-length', type=int, default=256, help='reranker tokens of question + passage')
     ap.add_argument('--retriever-epochs', type=int, default=2)
     ap.add_argument('--top-k', type=int, default=20, help='candidates the reranker reorders')
+    ap.add_argument('--n-dev', type=int, default=300, help='held-out training-half questions that choose the retriever weight')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--retriever-ft', default=None, help='a fine-tuned retriever folder to use instead of training one')
     ap.add_argument('--steps', default=','.join(STEPS), help=f"comma-separated subset of {STEPS}")
@@ -193,7 +244,8 @@ def main():
     run_dir = args.run_dir.resolve(); run_dir.mkdir(parents=True, exist_ok=True)
     ftk = shlex.split(args.ftk)
     state = load_state(run_dir)
-    if 'data' in steps or 'reranker' in steps: state.pop('scores', None)     # new data or a new model: old scores are stale
+    if 'data' in steps or 'reranker' in steps:      # new data or a new model: old scores and weight are stale
+        state.pop('scores', None); state.pop('calibration', None)
     if 'retriever' in steps and 'scores' in state:      # a new fine-tuned retriever: its rows are stale
         state['scores'] = {k: v for k, v in state['scores'].items() if not k.startswith('fine-tuned')}
     command = 'python ' + shlex.join([os.path.relpath(__file__, BENCH.parent)] + sys.argv[1:])
@@ -207,6 +259,7 @@ def main():
             if step == 'data': step_data(args, run_dir, state)
             elif step == 'retriever': step_retriever(args, ftk, run_dir, state)
             elif step == 'reranker': step_reranker(args, ftk, run_dir, state)
+            elif step == 'calibrate': step_calibrate(args, run_dir, state)
             elif step == 'eval': step_eval(args, ftk, run_dir, state)
             elif step == 'report':
                 state['finished_at'] = datetime.now(timezone.utc).isoformat(timespec='seconds')
