@@ -103,13 +103,12 @@ def step_reranker(args, ftk, run_dir: Path, state: dict):
 
 # ---------------------------------------------------------------- 4. retriever weight, on held-out training questions
 def step_calibrate(args, run_dir: Path, state: dict):
-    from finetune_kit.core import QADataset, load_squad, split_by_doc, sample_queries
+    from finetune_kit.core import QADataset, load_squad, split_by_doc, sample_queries, subset
     from finetune_kit.rerank import Reranker, tune_retriever_weight
     train = QADataset.from_json(state['data']['train'])
     train_half, _ = split_by_doc(load_squad(args.data), val_frac=0.5, seed=args.seed)     # as make_data splits it
-    unused = [q for q in train_half.queries if q not in train.queries]
-    rest = QADataset({q: train_half.queries[q] for q in unused}, train_half.corpus, {q: train_half.relevant_docs[q] for q in unused})
-    dev = sample_queries(rest, args.n_dev, seed=args.seed + 1)
+    unused = subset(train_half, [q for q in train_half.queries if q not in train.queries])
+    dev = sample_queries(unused, args.n_dev, seed=args.seed + 1)
     rr = Reranker(state['reranker']['model_dir'], top_k=args.top_k)
     models = {'base': str(base_model_dir()), 'fine-tuned': state['retriever_ft']['model_dir']}
     tables = {}
