@@ -1,6 +1,6 @@
 """Benchmark: what a fine-tuned cross-encoder reranker adds to base and to fine-tuned retrieval.
 
-On the embedding benchmark's data (its own code, `bench_embeddings.make_data`):
+On the embedding benchmark's data (the same code, `_common.make_data`):
 
 1. SQuAD-Shifts Reddit split by paragraph (half / half, seed 0); 1,000 seeded training queries
    with the train-half corpus. Validation: a seeded sample of `--n-val` validation queries
@@ -28,14 +28,12 @@ Not run by CI.
     python bench/bench_rerank.py                         # everything
     python bench/bench_rerank.py --steps calibrate,eval,report --rescore    # re-score with the saved models
 """
-import argparse, json, os, re, shlex, shutil, subprocess, sys, time
-from datetime import datetime, timezone
-from importlib.metadata import version
+import json, os, re, shlex, sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-from bench_embeddings import make_data, cpu_info, base_model_dir, log, run, OFFLINE, METRICS   # the embedding benchmark's data code
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (BENCH, METRICS, add_dirs, base_model_dir, command_line, cpu_info, dataset_label, fmt, ftk_json,
+                     ftk_train, log, log_metrics, make_data, md_table, now, package_versions, parser, problems, save_report)
 
 STEPS = ['data', 'retriever', 'reranker', 'calibrate', 'eval', 'report']
 
@@ -75,10 +73,7 @@ def step_retriever(args, ftk, run_dir: Path, state: dict):
                                  'source': 'the embedding benchmark (same training file)'}
     else:
         out = run_dir / 'retriever_ft'
-        shutil.rmtree(out, ignore_errors=True)
-        p, wall = run(ftk + ['finetune-embeddings', '--train', train_p, '--out', out, '--epochs', args.retriever_epochs],
-                      timed=True, env={**os.environ, **OFFLINE})
-        if p.returncode: raise RuntimeError(f"ftk finetune-embeddings failed (exit {p.returncode})")
+        wall = ftk_train(ftk, ['finetune-embeddings', '--train', train_p, '--out', out, '--epochs', args.retriever_epochs], out)
         state['retriever_ft'] = {'model_dir': str(out.resolve()), 'source': 'trained here', 'command_wall_s': round(wall, 1),
                                  'epochs': args.retriever_epochs}
     log(f"fine-tuned retriever: {state['retriever_ft']}")
@@ -87,18 +82,16 @@ def step_retriever(args, ftk, run_dir: Path, state: dict):
 # ---------------------------------------------------------------- 3. reranker
 def step_reranker(args, ftk, run_dir: Path, state: dict):
     out = run_dir / 'reranker'
-    shutil.rmtree(out, ignore_errors=True)
-    cmd = ftk + ['finetune-reranker', '--train', state['data']['train'], '--out', out, '--negatives', args.negatives,
+    cmd = ['finetune-reranker', '--train', state['data']['train'], '--out', out, '--negatives', args.negatives,
                  '--epochs', args.epochs, '--max-length', args.max_length]
     ft = state['retriever_ft']['model_dir']
     if args.mine_with == 'fine-tuned': cmd += ['--retriever', ft]          # hard negatives: the fine-tuned retriever's mistakes
     if args.backbone == 'fine-tuned': cmd += ['--model', ft]               # start from the fine-tuned retriever's weights
-    p, wall = run(cmd, timed=True, env={**os.environ, **OFFLINE})
-    if p.returncode: raise RuntimeError(f"ftk finetune-reranker failed (exit {p.returncode})")
+    wall = ftk_train(ftk, cmd, out)
     info = json.loads((out / 'finetune_kit.json').read_text())
     state['reranker'] = {'model_dir': str(out.resolve()), 'command_wall_s': round(wall, 1), 'negatives': args.negatives,
                          'mine_with': args.mine_with, 'backbone': args.backbone,
-                         'epochs': args.epochs, 'max_length': args.max_length, 'info': info, 'command': shlex.join(map(str, cmd))}
+                         'epochs': args.epochs, 'max_length': args.max_length, 'info': info, 'command': shlex.join(map(str, ftk + cmd))}
 
 
 # ---------------------------------------------------------------- 4. retriever weight, on held-out training questions
@@ -127,21 +120,14 @@ WEIGHTS = (0, 0.25, 0.5, 0.75, 1, 1.5, 2)
 
 
 def evaluate(ftk, val_p, model, reranker=None, top_k=20, weight=None) -> dict:
-    cmd = ftk + ['eval-retrieval', '--data', val_p, '--model', model, '--json']
+    cmd = ['eval-retrieval', '--data', val_p, '--model', model]
     if reranker: cmd += ['--reranker', reranker, '--rerank-top-k', top_k, '--retriever-weight', weight]
-    p, wall = run(cmd, timed=True, capture=True, env={**os.environ, **OFFLINE})
-    lines = [l for l in p.stdout.strip().splitlines() if l.strip()]
-    if p.returncode or not lines:
-        sys.stderr.write(p.stderr[-3000:])
-        raise RuntimeError(f"ftk eval-retrieval failed (exit {p.returncode}): {(p.stderr.strip().splitlines() or [''])[-1][:300]}")
-    m = json.loads(lines[-1])
-    missing = [k for k in METRICS if k not in m]
-    if missing: raise RuntimeError(f"ftk eval-retrieval --json lacks {missing}: {lines[-1]}")
+    m, wall, stderr = ftk_json(ftk, cmd, METRICS)
     res = {**m, 'eval_wall_s': round(wall, 1)}
     if reranker:   # "reranked N pairs in S s (R pairs/s)" on stderr
-        t = re.search(r"reranked (\d+) pairs in ([\d.]+) s", p.stderr)
+        t = re.search(r"reranked (\d+) pairs in ([\d.]+) s", stderr)
         if t: res.update(rerank_pairs=int(t.group(1)), rerank_s=float(t.group(2)), pairs_per_s=round(int(t.group(1)) / float(t.group(2)), 1))
-    log('  ' + ', '.join(f"{k}={res[k]:.4f}" if isinstance(res[k], float) else f"{k}={res[k]}" for k in res))
+    log_metrics(res, res)
     return res
 
 
@@ -159,12 +145,8 @@ def step_eval(args, ftk, run_dir: Path, state: dict):
 
 
 # ---------------------------------------------------------------- 6. report
-def pct(x): return 'n/a' if x is None else f"{100 * x:.1f}"
-
-
-def write_report(state: dict, results_dir: Path):
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / 'rerank.json').write_text(json.dumps(state, indent=1) + '\n')
+def render(state: dict) -> list:
+    "The report's markdown lines."
     s, d, rr = state.get('scores', {}), state['data'], state['reranker']
     k = state['args']['top_k']
     cal = state.get('calibration', {})
@@ -174,18 +156,18 @@ def write_report(state: dict, results_dir: Path):
         for kind, how in (('alone', 'reranker alone (weight 0)'), ('fused', f"reranker fused (weight {cal.get('weight', '?')})")):
             b = s.get(f"{name} + reranker {kind}")
             delta = 'n/a' if not (a and b) else f"{100 * (b['mrr@10'] - a['mrr@10']):+.1f}"
-            rows.append(f"| {label} | {how} | {pct(a and a['hit@1'])} | {pct(a and a['mrr@10'])} | {pct(b and b['hit@1'])} | "
-                        f"{pct(b and b['mrr@10'])} | **{delta}** | {(b or {}).get('pairs_per_s', 'n/a')} |")
+            rows.append([label, how, fmt(a and a['hit@1']), fmt(a and a['mrr@10']), fmt(b and b['hit@1']),
+                         fmt(b and b['mrr@10']), f"**{delta}**", (b or {}).get('pairs_per_s', 'n/a')])
     tune = ''
     if cal:
         tune = (f"The retriever weight ({cal['weight']}) was chosen on {cal['n_dev_queries']} questions of the *training* half that "
                 f"trained neither model (against its {cal['dev_corpus']} paragraphs), as the best mean MRR@10 over the two "
                 f"retrievers; the validation questions played no part. MRR@10 there by weight: "
-                + '; '.join(f"{n}: " + ', '.join(f"{w} → {pct(v)}" for w, v in t.items()) for n, t in cal['mrr@10'].items()) + '.')
+                + '; '.join(f"{n}: " + ', '.join(f"{w} → {fmt(v)}" for w, v in t.items()) for n, t in cal['mrr@10'].items()) + '.')
     sub = d['n_eval_queries'] < d['n_val_queries']
-    lines = [
+    return [
         '# Cross-encoder reranking: what a fine-tuned reranker adds', '',
-        f"SQuAD-Shifts Reddit, split by paragraph (seed {d['seed']}). Reranker trained on {d['n_train_queries']} training "
+        f"{dataset_label(d['file'])}, split by paragraph (seed {d['seed']}). Reranker trained on {d['n_train_queries']} training "
         f"queries ({d['n_train_corpus']} paragraphs), {rr['negatives']} hard negatives each (mined with "
         f"{rr.get('mine_with', 'base')} MiniLM) plus one random, {rr['epochs']} epoch(s), {rr.get('max_length', 256)} tokens, from "
         + ('the fine-tuned retriever' if rr.get('backbone') == 'fine-tuned' else 'the bundled all-MiniLM-L6-v2')
@@ -195,8 +177,8 @@ def write_report(state: dict, results_dir: Path):
            f"Evaluated on all {d['n_eval_queries']} validation queries, ")
         + f"each against all {d['n_val_corpus']} validation paragraphs; the reranker reorders each retriever's top {k}. "
         f"CPU: {state['cpu']['model']}, {state['cpu']['usable_cpus']} cores.", '',
-        f"| retriever | order of its top {k} | hit@1 | MRR@10 | hit@1 reranked | MRR@10 reranked | Δ MRR@10 | reranking pairs/s |",
-        '|---|---|---:|---:|---:|---:|---:|---:|', *rows, '',
+        *md_table(['retriever', f"order of its top {k}", 'hit@1', 'MRR@10', 'hit@1 reranked', 'MRR@10 reranked', 'Δ MRR@10',
+                   'reranking pairs/s'], rows, left=2), '',
         'Metrics in percent. *Reranker alone*: the top candidates ordered by the cross-encoder\'s score; *fused*: by the '
         "cross-encoder's score plus the retriever's similarity times the weight, both z-normalised over the candidates "
         "(`ftk eval-retrieval --retriever-weight`, default 1). " + tune, '',
@@ -208,17 +190,13 @@ def write_report(state: dict, results_dir: Path):
         + (f"; fine-tuned retriever {state['retriever_ft']['command_wall_s']:.0f} s (`ftk finetune-embeddings`, "
            f"{state['retriever_ft']['epochs']} epochs)" if 'command_wall_s' in state['retriever_ft'] else
            f"; fine-tuned retriever: {state['retriever_ft']['source']}") + '.', '',
-        f"Produced by: " + '; then '.join(f"`{c}`" for c in state['commands']) + f" ({state.get('finished_at', '?')}). "
-        f"The reranker: `{rr['command']}`.",
+        "Produced by: " + '; then '.join(f"`{c}`" for c in state['commands']) + f" ({state.get('finished_at', '?')}). "
+        f"The reranker: `{rr['command']}`.", *problems(state),
     ]
-    if state.get('errors'): lines += ['', '**Incomplete run:** ' + '; '.join(state['errors'])]
-    (results_dir / 'rerank.md').write_text('\n'.join(lines) + '\n')
-    log(f"wrote {results_dir / 'rerank.json'} and {results_dir / 'rerank.md'}")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--data', type=Path, default=BENCH.parent / '../shared/data/squad_shifts/reddit_v1.0.json')
+    ap = parser(__doc__)
     ap.add_argument('--n-train', type=int, default=1000)
     ap.add_argument('--n-val', type=int, default=1000, help='validation queries to score (seeded sample; 0 = all)')
     ap.add_argument('--negatives', type=int, default=3, help='hard negatives per question (plus one random)')
@@ -233,9 +211,7 @@ def main():
     ap.add_argument('--retriever-ft', default=None, help='a fine-tuned retriever folder to use instead of training one')
     ap.add_argument('--steps', default=','.join(STEPS), help=f"comma-separated subset of {STEPS}")
     ap.add_argument('--rescore', action='store_true', help='re-run evaluations that state.json already holds')
-    ap.add_argument('--run-dir', type=Path, default=BENCH / '_runs' / 'rerank')
-    ap.add_argument('--results-dir', type=Path, default=BENCH / 'results')
-    ap.add_argument('--ftk', default='ftk', help="how to call the CLI (e.g. 'python -m finetune_kit.cli')")
+    add_dirs(ap, BENCH / '_runs' / 'rerank')
     args = ap.parse_args()
     steps = [s.strip() for s in args.steps.split(',') if s.strip()]
     if bad := set(steps) - set(STEPS): sys.exit(f"unknown steps {sorted(bad)}; choose from {STEPS}")
@@ -247,11 +223,11 @@ def main():
         state.pop('scores', None); state.pop('calibration', None)
     if 'retriever' in steps and 'scores' in state:      # a new fine-tuned retriever: its rows are stale
         state['scores'] = {k: v for k, v in state['scores'].items() if not k.startswith('fine-tuned')}
-    command = 'python ' + shlex.join([os.path.relpath(__file__, BENCH.parent)] + sys.argv[1:])
+    command = command_line(__file__, BENCH.parent)
     if 'data' in steps: state['commands'] = []
     state.setdefault('commands', []).append(command)
     state.update(args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, cpu=cpu_info(), errors=[],
-                 versions={p: version(p) for p in ('finetune_kit', 'sentence-transformers', 'transformers', 'torch')})
+                 versions=package_versions())
     for step in steps:
         log(f"step {step}")
         try:
@@ -261,9 +237,8 @@ def main():
             elif step == 'calibrate': step_calibrate(args, run_dir, state)
             elif step == 'eval': step_eval(args, ftk, run_dir, state)
             elif step == 'report':
-                state['finished_at'] = datetime.now(timezone.utc).isoformat(timespec='seconds')
-                write_report(state, args.results_dir)
-                print((args.results_dir / 'rerank.md').read_text())
+                state['finished_at'] = now()
+                print(save_report(state, args.results_dir, 'rerank', render))
         except Exception as e:
             state['errors'].append(f"{step}: {e}"); log(f"ERROR in {step}: {e}"); save_state(run_dir, state); sys.exit(1)
         save_state(run_dir, state)

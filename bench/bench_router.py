@@ -17,22 +17,17 @@ Not run by CI.
     python bench/bench_router.py
     python bench/bench_router.py --n-llm 0        # skip the LLM
 """
-import argparse, json, os, random, shlex, shutil, sys, time
+import json, random, shlex, sys, time
 from dataclasses import asdict
-from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_embeddings import BENCH, OFFLINE, base_model_dir, cpu_info, fmt, log, run
+from _common import (BENCH, add_dirs, base_model_dir, finish, fmt, ftk_json, ftk_train, log, md_table, package_versions,
+                     parser, report_tail, run_header, save_report)
 
 
 def route(ftk, router, queries_p, extra=()) -> dict:
-    p, wall = run(ftk + ['route', '--router', router, '--queries', queries_p, *extra, '--json'], timed=True, capture=True,
-                  env={**os.environ, **OFFLINE})
-    lines = [l for l in p.stdout.strip().splitlines() if l.strip()]
-    if p.returncode or not lines: raise RuntimeError(f"ftk route failed (exit {p.returncode}): {p.stderr[-800:]}")
-    out = json.loads(lines[-1])
+    out, wall, _ = ftk_json(ftk, ['route', '--router', router, '--queries', queries_p, *extra])
     out['route_wall_s'] = round(wall, 2)
     log(f"  match_rate={out['match_rate']:.4f} top3_rate={out['top3_rate']:.4f} n={out['n_queries']} ({wall:.0f} s)")
     return out
@@ -43,24 +38,46 @@ def sample_rate(out: dict, sample: list[dict]) -> float:
     return sum(out['routes'][i]['routes'][0][0] == q['choice'] for i, q in sample) / len(sample)
 
 
+def render(res: dict) -> list:
+    "The report's markdown lines."
+    b, f, l = res['base'], res['fine_tuned'], res['llm']
+    st = res['train_settings']
+    lines = [
+        '# Router fine-tuning: 48 Wikipedia articles', '',
+        f"SQuAD v1.1 dev: route each question to its article (48 choices: title + first 40 words). Training: "
+        f"{res['data']['n_train']} questions (each article's first paragraph and half of the others); validation: "
+        f"{res['data']['n_val']} questions of the other paragraphs. Base model all-MiniLM-L6-v2; fine-tuning "
+        f"{st['epochs']} epoch(s), batch {st['batch_size']}, learning rate {st['learning_rate']} "
+        f"({res['train_wall_s']:.0f} s, whole `ftk finetune-router` command). CPU: {res['cpu']['model']}, {res['cpu']['usable_cpus']} cores.", '',
+        *md_table(['router', 'match rate', 'top-3 rate', 'queries'],
+                  [['base MiniLM', fmt(b['match_rate']), fmt(b['top3_rate']), b['n_queries']],
+                   ['fine-tuned MiniLM', fmt(f['match_rate']), fmt(f['top3_rate']), f['n_queries']]]),
+    ]
+    if l:
+        lines += ['', f"On a seeded sample of {l['n_queries']} of the validation questions, with an LLM choosing instead:", '',
+                  *md_table(['router', 'match rate', 'wall time (s)'],
+                            [['base MiniLM', fmt(l['base_match_rate_same_sample']), '-'],
+                             ['fine-tuned MiniLM', fmt(l['fine_tuned_match_rate_same_sample']), '-'],
+                             ['LLM selector, SmolLM2-135M-Instruct (local)', fmt(l['match_rate']), f"{l['wall_s']:.0f}"]]), '',
+                  f"The LLM gave no usable choice for {l['no_answer']} of {l['n_queries']} questions. Routing all "
+                  f"{f['n_queries']} validation questions with the fine-tuned embedding router took {f['route_wall_s']:.0f} s, "
+                  'model load included.']
+    return lines + ['', 'Match rates in percent.', '', *report_tail(res)]
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--data', type=Path, default=BENCH.parent / '../shared/data/squad_shifts/squaddev_v1.1.json')
+    ap = parser(__doc__, 'squaddev_v1.1.json')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--epochs', type=int, default=None, help="finetune-router's default if not given")
     ap.add_argument('--n-llm', type=int, default=100, help='validation questions the LLM router answers (0: skip)')
-    ap.add_argument('--run-dir', type=Path, default=BENCH / '_runs' / 'router')
-    ap.add_argument('--results-dir', type=Path, default=BENCH / 'results')
-    ap.add_argument('--ftk', default='ftk')
+    add_dirs(ap, BENCH / '_runs' / 'router', ftk_help=None)
     args = ap.parse_args()
 
     from finetune_kit.router import squad_routing_task
     run_dir = args.run_dir.resolve(); run_dir.mkdir(parents=True, exist_ok=True)
     ftk, base = shlex.split(args.ftk), base_model_dir()
-    command = 'python ' + shlex.join([os.path.relpath(__file__)] + sys.argv[1:])
-    res = dict(command=command, started_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), seed=args.seed,
-               data_file=str(args.data.resolve()), base_model=str(base), cpu=cpu_info(), loadavg_start=os.getloadavg()[0],
-               versions={p: version(p) for p in ('finetune_kit', 'sentence-transformers', 'transformers', 'torch')}, errors=[])
+    res = dict(**run_header(__file__), seed=args.seed, data_file=str(args.data.resolve()), base_model=str(base),
+               versions=package_versions(), errors=[])
 
     log('1/4 data')
     choices, train, val = squad_routing_task(args.data, seed=args.seed)
@@ -75,10 +92,9 @@ def main():
 
     log('3/4 fine-tuned router')
     out = run_dir / 'router'
-    shutil.rmtree(out, ignore_errors=True)
-    p, wall = run(ftk + ['finetune-router', '--choices', cp, '--train', tp, '--out', out,
-                         *(['--epochs', args.epochs] if args.epochs else [])], timed=True, env={**os.environ, **OFFLINE})
-    if p.returncode: sys.exit(f"ftk finetune-router failed (exit {p.returncode})")
+    try: wall = ftk_train(ftk, ['finetune-router', '--choices', cp, '--train', tp, '--out', out,
+                                *(['--epochs', args.epochs] if args.epochs else [])], out)
+    except RuntimeError as e: sys.exit(str(e))
     res['train_wall_s'] = round(wall, 2)
     res['train_settings'] = json.loads((out / 'finetune_kit.json').read_text())
     res['fine_tuned'] = route(ftk, out, vp, ['--top-n', '3'])
@@ -102,35 +118,8 @@ def main():
             f"{res['llm']['base_match_rate_same_sample']:.4f}, fine-tuned {res['llm']['fine_tuned_match_rate_same_sample']:.4f}")
 
     for k in ('base', 'fine_tuned'): res[k].pop('routes', None)        # keep the JSON small
-    res.update(finished_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), loadavg_end=os.getloadavg()[0])
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / 'router.json').write_text(json.dumps(res, indent=1) + '\n')
-    b, f, l = res['base'], res['fine_tuned'], res['llm']
-    st = res['train_settings']
-    lines = [
-        '# Router fine-tuning: 48 Wikipedia articles', '',
-        f"SQuAD v1.1 dev: route each question to its article (48 choices: title + first 40 words). Training: "
-        f"{res['data']['n_train']} questions (each article's first paragraph and half of the others); validation: "
-        f"{res['data']['n_val']} questions of the other paragraphs. Base model all-MiniLM-L6-v2; fine-tuning "
-        f"{st['epochs']} epoch(s), batch {st['batch_size']}, learning rate {st['learning_rate']} "
-        f"({res['train_wall_s']:.0f} s, whole `ftk finetune-router` command). CPU: {res['cpu']['model']}, {res['cpu']['usable_cpus']} cores.", '',
-        '| router | match rate | top-3 rate | queries |', '|---|---:|---:|---:|',
-        f"| base MiniLM | {fmt(b['match_rate'])} | {fmt(b['top3_rate'])} | {b['n_queries']} |",
-        f"| fine-tuned MiniLM | {fmt(f['match_rate'])} | {fmt(f['top3_rate'])} | {f['n_queries']} |",
-    ]
-    if l:
-        lines += ['', f"On a seeded sample of {l['n_queries']} of the validation questions, with an LLM choosing instead:", '',
-                  '| router | match rate | wall time (s) |', '|---|---:|---:|',
-                  f"| base MiniLM | {fmt(l['base_match_rate_same_sample'])} | - |",
-                  f"| fine-tuned MiniLM | {fmt(l['fine_tuned_match_rate_same_sample'])} | - |",
-                  f"| LLM selector, SmolLM2-135M-Instruct (local) | {fmt(l['match_rate'])} | {l['wall_s']:.0f} |", '',
-                  f"The LLM gave no usable choice for {l['no_answer']} of {l['n_queries']} questions. Routing all "
-                  f"{f['n_queries']} validation questions with the fine-tuned embedding router took {f['route_wall_s']:.0f} s, "
-                  'model load included.']
-    lines += ['', 'Match rates in percent.', '', f"Load average (1 min) at start {res['loadavg_start']:.2f}, at end {res['loadavg_end']:.2f}.", '',
-              f"Produced by: `{command}` ({res['finished_at']})"]
-    (args.results_dir / 'router.md').write_text('\n'.join(lines) + '\n')
-    print('\n'.join(lines))
+    finish(res)
+    print(save_report(res, args.results_dir, 'router', render), end='')
 
 
 if __name__ == '__main__':

@@ -9,27 +9,20 @@ there is nothing to evaluate anyway, so 0 changes no step of training, only lets
 
     python li_embed_finetune.py TRAIN.json BASE_MODEL_DIR OUT_DIR EPOCHS RESULT.json
 """
-import json, os, sys, time
+import inspect, os
 from importlib.metadata import version
+from _li_common import Timer, argv, finetune, load_train, write_result
 
-train_path, base_model, out_dir, epochs, result_path = sys.argv[1:6]
-epochs = int(epochs)
-
-t0 = time.perf_counter()
-from llama_index.finetuning import EmbeddingQAFinetuneDataset, SentenceTransformersFinetuneEngine
-t_import = time.perf_counter() - t0
-
-train = EmbeddingQAFinetuneDataset.from_json(train_path)
-print(f"[li] loaded {len(train.queries)} train queries, {len(train.corpus)} corpus entries", flush=True)
-
-t1 = time.perf_counter()
-engine = SentenceTransformersFinetuneEngine(train, model_id=base_model, model_output_path=out_dir, epochs=epochs,
-                                            evaluation_steps=0)
-t_init = time.perf_counter() - t1          # model load + building the examples
+a = argv('train', 'base_model', 'out_dir', 'epochs', 'result')
+with Timer() as t_import:
+    from llama_index.finetuning import SentenceTransformersFinetuneEngine
+train = load_train(a.train)
+with Timer() as t_init:          # model load + building the examples
+    engine = SentenceTransformersFinetuneEngine(train, model_id=a.base_model, model_output_path=a.out_dir, epochs=a.epochs,
+                                                evaluation_steps=0)
 
 # what the defaults amount to, for the report (finetune() passes no optimizer settings,
 # so `SentenceTransformer.fit`'s own defaults apply)
-import inspect
 fit_sig = inspect.signature(engine.model.fit).parameters
 fit_defaults = dict(lr=fit_sig['optimizer_params'].default.get('lr'), scheduler=fit_sig['scheduler'].default,
                     weight_decay=fit_sig['weight_decay'].default,
@@ -38,20 +31,12 @@ fit_defaults = dict(lr=fit_sig['optimizer_params'].default.get('lr'), scheduler=
                     evaluator=None if engine.evaluator is None else type(engine.evaluator).__name__,
                     evaluation_steps=engine.evaluation_steps, max_seq_length=engine.model.max_seq_length, device=str(engine.model.device))
 print(f"[li] engine settings: {fit_defaults}", flush=True)
+t_finetune = finetune(engine)
 
-t2 = time.perf_counter()
-engine.finetune()
-t_finetune = time.perf_counter() - t2
-print(f"[li] finetune() took {t_finetune:.1f} s", flush=True)
-
-import torch
-result = dict(
-    finetune_s=round(t_finetune, 2), engine_init_s=round(t_init, 2), import_s=round(t_import, 2),
-    epochs=epochs, n_train_queries=len(train.queries), model_dir=os.path.abspath(out_dir),
+write_result(a.result, dict(
+    finetune_s=round(t_finetune, 2), engine_init_s=round(t_init.s, 2), import_s=round(t_import.s, 2),
+    epochs=a.epochs, n_train_queries=len(train.queries), model_dir=os.path.abspath(a.out_dir),
     engine_settings=fit_defaults,
     deviations_from_defaults=['evaluation_steps=0 (the default 50 with no val_dataset makes sentence-transformers '
-                              f"{version('sentence-transformers')} refuse to train; with no evaluator it changes no training step)"], torch_num_threads=torch.get_num_threads(),
-    versions={p: version(p) for p in ('llama-index-finetuning', 'llama-index-core', 'sentence-transformers',
-                                      'transformers', 'torch', 'datasets', 'accelerate', 'mistralai')},
-)
-with open(result_path, 'w') as f: json.dump(result, f, indent=1)
+                              f"{version('sentence-transformers')} refuse to train; with no evaluator it changes no training step)"]),
+    ('llama-index-finetuning', 'llama-index-core', 'sentence-transformers', 'transformers', 'torch', 'datasets', 'accelerate', 'mistralai'))
