@@ -22,12 +22,12 @@ def load_documents(paths: str | Path | Iterable[str | Path]) -> dict[str, str]:
     if isinstance(paths, (str, Path)): paths = [paths]
     docs = {}
     for p in map(Path, paths):
-        if not p.exists(): raise FileNotFoundError(f"{p}: no such file or folder")
+        if not p.exists(): raise DatasetError(f"{p}: no such file or folder")
         files = sorted(f for f in p.rglob('*') if f.suffix.lower() in TEXT_SUFFIXES) if p.is_dir() else [p]
         for f in files:
             text = f.read_text(encoding='utf-8', errors='replace').strip()
             if text: docs[str(f)] = text
-    if not docs: raise ValueError(f"no text found in {[str(p) for p in map(Path, paths)]} (looked for {sorted(TEXT_SUFFIXES)})")
+    if not docs: raise DatasetError(f"no text found in {[str(p) for p in map(Path, paths)]} (looked for {sorted(TEXT_SUFFIXES)})")
     return docs
 
 def python_docs() -> dict[str, str]:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 from tqdm.auto import tqdm
-from .core import Node, QADataset, append_jsonl, read_jsonl
+from .core import Node, QADataset, DatasetError, append_jsonl, read_jsonl
 
 # %% auto #0
 __all__ = ['QUESTION_PROMPT', 'parse_questions', 'question_prompt', 'generate_questions', 'qa_dataset']
@@ -79,5 +79,5 @@ def qa_dataset(nodes: Sequence[Node], rows: Sequence[dict]) -> QADataset:
         for i, q in enumerate(r.get('questions', [])):
             qid = f"{r['node_id']}#q{i}"
             queries[qid], rel[qid] = q, [r['node_id']]
-    if not queries: raise ValueError("no questions were generated: every chunk was skipped (see the progress file)")
+    if not queries: raise DatasetError("no questions were generated: every chunk was skipped (see the progress file)")
     return QADataset(queries, corpus, rel)
