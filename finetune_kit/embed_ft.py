@@ -22,46 +22,68 @@ def training_pairs(ds: QADataset, seed: int = 0) -> 'datasets.Dataset':
     random.Random(seed).shuffle(pairs)
     return Dataset.from_dict({'anchor': [q for q, _ in pairs], 'positive': [p for _, p in pairs]})
 
-def add_hard_negatives(pairs: 'datasets.Dataset', corpus: dict[str, str], model, n: int = 1,
-                       range_min: int = 2, range_max: int = 30) -> 'datasets.Dataset':
-    """Add `n` mined hard-negative columns: passages of `corpus` the model ranks between `range_min` and
-    `range_max` for the question (skipping the very top, which is often an unlabelled positive)."""
+# %% ../nbs/10_embedding_finetune.ipynb #bae1a5c3
+def add_hard_negatives(pairs: 'datasets.Dataset', # `anchor`/`positive` pairs, from `training_pairs`
+                       corpus: dict[str, str],    # the passages to mine from
+                       model,                     # the `SentenceTransformer` that ranks them
+                       n: int = 1,                # negative columns to add
+                       range_min: int = 2,        # skip this many top-ranked passages (often unlabelled positives)
+                       range_max: int = 30        # and look no further down than this rank
+                      ) -> 'datasets.Dataset':
+    "`pairs` with `n` mined hard-negative columns: passages of `corpus` the model ranks high that are not the answer."
     from sentence_transformers.util import mine_hard_negatives
     return mine_hard_negatives(pairs, model, corpus=list(corpus.values()), num_negatives=n,
                                range_min=range_min, range_max=range_max, sampling_strategy='top',
                                output_format='n-tuple', batch_size=64, verbose=False)
 
-# %% ../nbs/10_embedding_finetune.ipynb #bae1a5c3
-def finetune_embeddings(train: QADataset, out_dir: str | Path, model=None, epochs: int = 2, batch_size: int = 32,
-                        learning_rate: float = 1e-4, warmup_ratio: float = 0.1, hard_negatives: int = 0,
-                        max_seq_length: int = 256, save_steps: int = 50, resume: bool = True, seed: int = 0,
-                        bf16: bool | None = None, callbacks: list | None = None, show_progress: bool = True,
-                        keep_checkpoints: bool = False):
-    """Fine-tune `model` (path, hub name, or the bundled MiniLM) on `train`'s pairs with MNRL; save to `out_dir`.
-
-    Checkpoints go to `out_dir/checkpoints` every `save_steps` steps; calling again with the same
-    `out_dir` resumes from the newest one; once the model is saved they are deleted unless
-    `keep_checkpoints`. Returns the trained `SentenceTransformer`."""
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+# %% ../nbs/10_embedding_finetune.ipynb #b654efc7
+def _mnrl_args(out_dir: str | Path, n_pairs: int, *args, **kw):
+    "`training_args` for sentence-transformers, with batches that never hold one passage twice."
+    from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    return training_args(SentenceTransformerTrainingArguments, out_dir, n_pairs, *args,
+                         batch_sampler=BatchSamplers.NO_DUPLICATES, **kw)
+
+# %% ../nbs/10_embedding_finetune.ipynb #1b65edb6
+def _mnrl_trainer(st, data: 'datasets.Dataset', args, callbacks: list | None = None):
+    "A `SentenceTransformerTrainer` for `st` on `data` with MultipleNegativesRankingLoss."
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    return SentenceTransformerTrainer(model=st, args=args, train_dataset=data,
+                                      loss=MultipleNegativesRankingLoss(st), callbacks=callbacks)
+
+# %% ../nbs/10_embedding_finetune.ipynb #72264b10
+def finetune_embeddings(train: QADataset,             # the training questions, passages and which answer which
+                        out_dir: str | Path,          # where the model (and checkpoints while training) go
+                        model=None,                   # a path or hub name; `None`: the bundled MiniLM
+                        epochs: int = 2,
+                        batch_size: int = 32,         # also the number of in-batch negatives per question
+                        learning_rate: float = 1e-4,
+                        warmup_ratio: float = 0.1,
+                        hard_negatives: int = 0,      # mined negatives per pair (`add_hard_negatives`)
+                        max_seq_length: int = 256,    # tokens per text
+                        save_steps: int = 50,         # a checkpoint every this many steps
+                        resume: bool = True,          # resume from the newest checkpoint in `out_dir`
+                        seed: int = 0,
+                        bf16: bool | None = None,     # `None`: where the hardware has it
+                        callbacks: list | None = None, # extra `TrainerCallback`s
+                        show_progress: bool = True,
+                        keep_checkpoints: bool = False # keep `out_dir/checkpoints` once the model is saved
+                       ):
+    "Fine-tune `model` on `train`'s pairs with MNRL; save it to `out_dir` and return it (a `SentenceTransformer`)."
     train.validate()
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     st = load_sentence_transformer(model, max_seq_length=max_seq_length)
     data = training_pairs(train, seed)
     if hard_negatives: data = add_hard_negatives(data, train.corpus, st, hard_negatives)
-    args = training_args(SentenceTransformerTrainingArguments, out_dir, len(data), epochs, batch_size, learning_rate,
-                         warmup_ratio, save_steps, seed, bf16, show_progress, batch_sampler=BatchSamplers.NO_DUPLICATES)
-    trainer = SentenceTransformerTrainer(model=st, args=args, train_dataset=data,
-                                         loss=MultipleNegativesRankingLoss(st), callbacks=callbacks)
-    steps = train_resumable(trainer, out_dir, resume)
+    args = _mnrl_args(out_dir, len(data), epochs, batch_size, learning_rate, warmup_ratio, save_steps, seed, bf16, show_progress)
+    steps = train_resumable(_mnrl_trainer(st, data, args, callbacks), out_dir, resume)
     st.save_pretrained(str(out_dir))
     info = finish_run(out_dir, {'base_model': str(model or 'bundled all-MiniLM-L6-v2'), 'epochs': epochs, 'batch_size': batch_size,
                                 'learning_rate': learning_rate, 'hard_negatives': hard_negatives, 'max_seq_length': max_seq_length,
                                 'n_pairs': len(data), 'bf16': args.bf16, 'steps': steps}, keep_checkpoints)
-    # reload what was saved: the trained object's forward is still wrapped in the trainer's bf16
-    # autocast, so it would embed slightly differently from the saved model
+    # reload what was saved: the trained object's forward is still wrapped in the trainer's bf16 autocast
     saved = load_sentence_transformer(out_dir, max_seq_length=st.max_seq_length)
     saved.run_info = info
     return saved
