@@ -4,109 +4,225 @@
 
 # %% ../nbs/30_cli.ipynb #23904f46
 from __future__ import annotations
-import argparse, json, random, shutil, sys, time
+import argparse, inspect, json, random, sys, time
 from pathlib import Path
-from .core import (QADataset, DatasetError, load_documents, make_nodes, python_docs, split_by_doc,
-                               write_json_atomic)
+from .core import FtkError, QADataset, load_documents, make_nodes, python_docs, split_by_doc
 
 # %% auto #0
-__all__ = ['cmd_generate_qa', 'cmd_finetune_embeddings', 'cmd_eval_retrieval', 'cmd_finetune_reranker', 'cmd_finetune_adapter',
-           'cmd_finetune_router', 'cmd_route', 'quickstart', 'cmd_quickstart', 'build_parser', 'main']
+__all__ = ['BAD_INPUT', 'COMMANDS', 'UsageError', 'cmd_generate_qa', 'cmd_finetune_embeddings', 'cmd_eval_retrieval',
+           'cmd_finetune_reranker', 'cmd_finetune_adapter', 'cmd_finetune_router', 'cmd_route', 'quickstart',
+           'cmd_quickstart', 'build_parser', 'main']
+
+# %% ../nbs/30_cli.ipynb #5dcbfda3
+class UsageError(FtkError):
+    "Flags that do not go together (the CLI's own complaint; the library's errors speak for themselves)."
+
+BAD_INPUT = (FtkError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+def _message(e: BaseException) -> str:
+    "One line for the user: `PATH: reason` for a file error, else the error's own message."
+    if isinstance(e, OSError) and e.filename: return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+# %% ../nbs/30_cli.ipynb #c0b1fb52
+def _check_model(flag: str, spec):
+    "`spec`, unless it names no local folder and is no hub name (`org/model`) nor `openai:MODEL`."
+    from finetune_kit.embedders import EmbeddingError, _hub_name
+    s = str(spec)
+    if spec is None or s.startswith('openai:') or Path(s).exists() or _hub_name(s): return spec
+    raise EmbeddingError(f"{flag} {s}: no such model folder (and not a hub name like 'org/model')")
+
+def _llm(spec: str, base_url: str | None = None, **kw):
+    "`get_llm(spec)`, an unknown name raised as the `LLMError` it is."
+    from finetune_kit.llm import get_llm, LLMError
+    try: return get_llm(spec, base_url=base_url, **kw)
+    except ValueError as e: raise LLMError(str(e)) from e
+
+# %% ../nbs/30_cli.ipynb #6b2fcf79
+def _run_info(model) -> dict:
+    "What a fine-tuner recorded about its run: `.run_info` on what it returns (`{}` from one that records none)."
+    return getattr(model, 'run_info', None) or {}
+
+def _qa(path) -> QADataset | None:
+    "The QADataset at `path` (checked, naming the file and field at fault), or `None` without a path."
+    return QADataset.from_json(path) if path else None
+
+def _whole(epochs, command: str):
+    "`--epochs` for a trainer that counts whole passes."
+    if epochs is None or float(epochs).is_integer(): return None if epochs is None else int(epochs)
+    raise UsageError(f"--epochs {epochs}: {command} trains whole epochs")
+
+# %% ../nbs/30_cli.ipynb #d6825ed5
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    "`--help` shows each option's default, except where there is none (`None`, a flag) or its help says it in words."
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or 'default' in (action.help or ''): return action.help
+        return super()._get_help_string(action)
+
+def _command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
+    "A sub-command running `func(args)`, whose `--help` shows the defaults."
+    p = sub.add_parser(name, help=help, description=help, formatter_class=_Help)
+    p.set_defaults(func=func)
+    return p
+
+# %% ../nbs/30_cli.ipynb #9af25305
+def _epochs(s: str) -> int | float:
+    "`--epochs`: a positive number, fractions allowed (whole numbers stay ints)."
+    try: x = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not x > 0: raise argparse.ArgumentTypeError(f"must be positive, got {s}")
+    return int(x) if x.is_integer() else x
+
+def _default(v, help: str):
+    "`(default, help)`: a default the library works out itself is `None` here, described in words."
+    return (None, f"{help} (default: {v})") if isinstance(v, str) else (v, help)
+
+# %% ../nbs/30_cli.ipynb #a2ad3133
+def _trainer_args(p, train: str, val: str, model: str, epochs, batch_size: int, lr, whole: bool = False):
+    "The flags every fine-tuner shares, each default stated here once."
+    p.add_argument('--train', required=True, type=Path, help=train)
+    p.add_argument('--val', type=Path, default=None, help=val)
+    p.add_argument('--out', required=True, type=Path, help='folder to save the fine-tuned model in')
+    p.add_argument('--model', default=None, help=model)
+    (d, h) = _default(epochs, 'passes over the training data' + ('' if whole else ' (fractions allowed)'))
+    p.add_argument('--epochs', type=_epochs, default=d, help=h)
+    p.add_argument('--batch-size', type=int, default=batch_size, help='examples per training step')
+    (d, h) = _default(lr, 'learning rate')
+    p.add_argument('--lr', type=float, default=d, help=h)
+    p.add_argument('--seed', type=int, default=0, help='random seed (initialisation, shuffling)')
+
+# %% ../nbs/30_cli.ipynb #ff23750d
+def _max_length(p, default: int, *aliases: str):
+    p.add_argument('--max-length', *aliases, type=int, default=default, help='max tokens per input (longer ones are cut)')
+
+def _base_url(p, flag: str):
+    p.add_argument('--base-url', default=None, help=f"OpenAI-compatible server for {flag} openai:MODEL (key from OPENAI_API_KEY)")
+
+def _json_arg(p):
+    p.add_argument('--json', action='store_true', help='end with one line of JSON')
 
 # %% ../nbs/30_cli.ipynb #220010a8
 def cmd_generate_qa(a):
-    from finetune_kit.llm import get_llm
     from finetune_kit.synth import generate_questions, qa_dataset
     docs = load_documents(a.docs)
     nodes = make_nodes(docs, max_words=a.chunk_words)
     if a.max_chunks: nodes = nodes[:a.max_chunks]
-    kw = {'concurrency': a.concurrency} if a.llm.startswith('openai:') else {}
-    llm = get_llm(a.llm, base_url=a.base_url, **kw)
+    llm = _llm(a.llm, a.base_url, **({'concurrency': a.concurrency} if a.llm.startswith('openai:') else {}))
     progress = Path(str(a.out) + '.progress.jsonl')
     print(f"{len(docs)} documents -> {len(nodes)} chunks; progress in {progress}", file=sys.stderr)
     rows = generate_questions(nodes, llm, progress, n_questions=a.questions_per_chunk, batch_size=a.batch_size)
-    ds = qa_dataset(nodes, rows)
-    ds.save_json(a.out)
+    ds = qa_dataset(nodes, rows); ds.save_json(a.out)
     skipped = sum('skipped' in r for r in rows if r['node_id'] in {n.id for n in nodes})
     print(f"wrote {a.out}: {len(ds)} questions over {len(ds.corpus)} chunks ({skipped} chunks skipped)")
 
-# %% ../nbs/30_cli.ipynb #563bcbdd
-def _load(path) -> QADataset:
-    try: return QADataset.from_json(path)
-    except DatasetError as e: sys.exit(f"error: {e}")
+# %% ../nbs/30_cli.ipynb #eddaf5ef
+def _p_generate_qa(sub):
+    g = _command(sub, 'generate-qa', cmd_generate_qa, 'synthetic (question, chunk) pairs from documents, with an LLM')
+    g.add_argument('--docs', nargs='+', required=True, help='text/markdown files or folders')
+    g.add_argument('--out', required=True, type=Path, help='QADataset JSON to write')
+    g.add_argument('--llm', default='local', help="'local' (bundled SmolLM2), 'local:PATH' or 'openai:MODEL'")
+    _base_url(g, '--llm')
+    g.add_argument('--questions-per-chunk', type=int, default=1, help='questions asked per chunk')
+    g.add_argument('--concurrency', type=int, default=8, help='parallel requests (openai backend)')
+    g.add_argument('--chunk-words', type=int, default=160, help='words per chunk')
+    g.add_argument('--max-chunks', type=int, default=None, help='only the first N chunks (default: all)')
+    g.add_argument('--batch-size', type=int, default=32, help='chunks per progress write')
 
+# %% ../nbs/30_cli.ipynb #563bcbdd
 def cmd_finetune_embeddings(a):
     from finetune_kit.embed_ft import finetune_embeddings
-    train = _load(a.train)
-    val = _load(a.val) if a.val else None            # both files are checked before training starts
+    train, val = QADataset.from_json(a.train), _qa(a.val)      # every input is checked before training starts
+    _check_model('--model', a.model)
     t = time.time()
-    finetune_embeddings(train, a.out, model=a.model, epochs=a.epochs, batch_size=a.batch_size,
-                        hard_negatives=a.hard_negatives, learning_rate=a.lr, max_seq_length=a.max_seq_length)
+    finetune_embeddings(train, a.out, model=a.model, epochs=a.epochs, batch_size=a.batch_size, hard_negatives=a.negatives,
+                        learning_rate=a.lr, max_seq_length=a.max_length, seed=a.seed)
     print(f"saved fine-tuned model to {a.out} ({time.time() - t:.0f} s)")
     if val:
         from finetune_kit.retrieval import evaluate_retrieval, compare
         res = {'base': evaluate_retrieval(val, a.model), 'fine-tuned': evaluate_retrieval(val, a.out)}
         print(compare(res).to_string())
 
+# %% ../nbs/30_cli.ipynb #f7facc88
+def _p_finetune_embeddings(sub):
+    f = _command(sub, 'finetune-embeddings', cmd_finetune_embeddings, 'fine-tune a sentence-transformers model on a QADataset')
+    _trainer_args(f, 'QADataset JSON', 'QADataset JSON: compare base and fine-tuned on it',
+                  'base model path or hub name (default: bundled MiniLM)', epochs=2, batch_size=32, lr=1e-4)
+    f.add_argument('--negatives', '--hard-negatives', type=int, default=0, help='hard negatives mined per question (0: in-batch only)')
+    _max_length(f, 256, '--max-seq-length')
+
+# %% ../nbs/30_cli.ipynb #3f787e15
 def _encoder(a):
     "The embedder `eval-retrieval` scores: `--model` (a path, the bundled MiniLM or `openai:MODEL`), cached with `--cache`, `--adapter DIR` on top."
-    from finetune_kit.embedders import get_embedder, CachedEmbedder, EmbeddingError
-    adapter = getattr(a, 'adapter', None)
-    try:
-        if adapter:
-            from finetune_kit.adapter import AdapterEncoder, AdapterError
-            emb = get_embedder(a.model, base_url=a.base_url) if a.model else None
-            try: return AdapterEncoder.load(adapter, embedder=emb, cache=a.cache, base_url=a.base_url)
-            except AdapterError as e: sys.exit(f"error: {e}")
-        emb = get_embedder(a.model, base_url=getattr(a, 'base_url', None))
-        return CachedEmbedder(emb, a.cache) if getattr(a, 'cache', None) else emb
-    except EmbeddingError as e: sys.exit(f"error: {e}")
+    from finetune_kit.embedders import get_embedder, CachedEmbedder
+    if a.adapter:
+        from finetune_kit.adapter import AdapterEncoder
+        emb = get_embedder(a.model, base_url=a.base_url) if a.model else None
+        return AdapterEncoder.load(a.adapter, embedder=emb, cache=a.cache, base_url=a.base_url)
+    emb = get_embedder(a.model, base_url=a.base_url)
+    return CachedEmbedder(emb, a.cache) if a.cache else emb
 
 def cmd_eval_retrieval(a):
     from finetune_kit.retrieval import evaluate_retrieval
-    ds = _load(a.data)
-    res = _eval_reranked(ds, a) if getattr(a, 'reranker', None) else evaluate_retrieval(ds, _encoder(a), k=a.top_k)
+    ds = QADataset.from_json(a.data)
+    res = _eval_reranked(ds, a) if a.reranker else evaluate_retrieval(ds, _encoder(a), k=a.top_k)
     m = {k: round(v, 4) if isinstance(v, float) else v for k, v in res.metrics.items()}
     if not a.json:
         for k, v in m.items(): print(f"{k:>10}  {v}")
     else: print(json.dumps(m))
 
-# %% ../nbs/30_cli.ipynb #9bc73749
-def _model_arg_ok(path) -> bool:
-    "A model argument that names an existing path, or looks like a hub name."
-    from finetune_kit.embedders import _hub_name
-    return path is None or Path(path).exists() or _hub_name(str(path))
+# %% ../nbs/30_cli.ipynb #14710898
+def _p_eval_retrieval(sub):
+    e = _command(sub, 'eval-retrieval', cmd_eval_retrieval, 'hit@k, MRR@10, NDCG@10 of a model on a QADataset')
+    e.add_argument('--data', required=True, type=Path, help='QADataset JSON to score')
+    e.add_argument('--model', default=None, help="model path, hub name or 'openai:MODEL' (default: bundled MiniLM)")
+    e.add_argument('--top-k', type=int, default=10, help='documents retrieved per question')
+    e.add_argument('--adapter', default=None, help='adapter folder from finetune-adapter (or LlamaIndex) to apply over --model')
+    e.add_argument('--reranker', default=None, help='a cross-encoder folder: rerank the retrieved top candidates with it')
+    e.add_argument('--rerank-top-k', type=int, default=20, help='how many retrieved candidates the reranker reorders')
+    e.add_argument('--retriever-weight', type=float, default=1.0,
+                   help="weight of the retriever's similarity beside the reranker's score (both z-normalised); 0: the reranker alone")
+    e.add_argument('--cache', default=None, help='embedding cache file (SQLite) for adapters and openai: models')
+    _base_url(e, '--model'); _json_arg(e)
 
+# %% ../nbs/30_cli.ipynb #9bc73749
 def cmd_finetune_reranker(a):
     from finetune_kit.rerank import finetune_reranker, load_pairs, check_has_negatives
-    try:
-        train = load_pairs(a.train) if a.train.suffix == '.jsonl' else check_has_negatives(QADataset.from_json(a.train), str(a.train))
-        val = QADataset.from_json(a.val) if a.val else None          # every input is checked before training starts
-    except DatasetError as e: sys.exit(f"error: {e}")
-    for flag, v in (('--model', a.model), ('--retriever', a.retriever)):
-        if not _model_arg_ok(v): sys.exit(f"error: {flag} {v}: no such folder")
-    kw = {'learning_rate': a.lr} if a.lr else {}
-    llm = None
-    if a.llm:
-        from finetune_kit.llm import get_llm
-        llm = get_llm(a.llm, base_url=a.base_url)
+    train = load_pairs(a.train) if a.train.suffix == '.jsonl' else check_has_negatives(QADataset.from_json(a.train), str(a.train))
+    val = _qa(a.val)                                              # every input is checked before training starts
+    _check_model('--model', a.model); _check_model('--retriever', a.retriever)
+    llm = _llm(a.llm, a.base_url) if a.llm else None
     t = time.time()
-    finetune_reranker(train, a.out, model=a.model, retriever=a.retriever, negatives=a.negatives, llm=llm, epochs=a.epochs,
-                      batch_size=a.batch_size, max_length=a.max_length, **kw)
-    info = json.loads((Path(a.out)/'finetune_kit.json').read_text())
-    print(f"saved fine-tuned reranker to {a.out}: {info['pairs']} pairs ({info['positives']} positives, "
-          f"{info['negatives']} negatives), {info['steps']} steps, {time.time() - t:.0f} s")
+    ce = finetune_reranker(train, a.out, model=a.model, retriever=a.retriever, negatives=a.negatives, llm=llm, epochs=a.epochs,
+                           batch_size=a.batch_size, learning_rate=a.lr, max_length=a.max_length, seed=a.seed)
+    _report_reranker(a, _run_info(ce), time.time() - t, val)
+
+# %% ../nbs/30_cli.ipynb #8928fd83
+def _report_reranker(a, info: dict, secs: float, val):
+    "What `finetune-reranker` trained on, and with `--val`, retrieval with and without the new reranker."
+    pairs = f"{info['pairs']} pairs ({info['positives']} positives, {info['negatives']} negatives), {info['steps']} steps, " if info else ''
+    print(f"saved fine-tuned reranker to {a.out}: {pairs}{secs:.0f} s")
     if val:
         from finetune_kit.rerank import compare_rerankers
         from finetune_kit.retrieval import compare
         print(compare(compare_rerankers(val, {'+ fine-tuned reranker': a.out}, retriever=a.retriever)).to_string())
 
+# %% ../nbs/30_cli.ipynb #8c43e88d
+def _p_finetune_reranker(sub):
+    r = _command(sub, 'finetune-reranker', cmd_finetune_reranker,
+                 'fine-tune a cross-encoder reranker on a QADataset (mined hard negatives) or labelled pairs')
+    _trainer_args(r, 'QADataset JSON, or JSONL of {query, passage, label} pairs', 'QADataset JSON: compare retrieval with and without the reranker',
+                  'base cross-encoder, or any model folder to put a new head on (default: bundled MiniLM)', epochs=2, batch_size=16, lr=1e-4)
+    r.add_argument('--retriever', default=None, help='embedding model that mines hard negatives (and retrieves for --val); default: bundled MiniLM')
+    r.add_argument('--negatives', type=int, default=3, help='hard negatives per query (plus one random one)')
+    r.add_argument('--llm', default=None, help="label the mined pairs with an LLM instead: 'local' or 'openai:MODEL'")
+    _base_url(r, '--llm'); _max_length(r, 256)
+
+# %% ../nbs/30_cli.ipynb #9f1fcb9d
 def _eval_reranked(ds, a):
     "Retrieve with `_encoder(a)`, reorder the top `--rerank-top-k` with `--reranker`, score; throughput on stderr."
-    from finetune_kit.rerank import Reranker, retrieve, check_reranker_path, NotACrossEncoder
+    from finetune_kit.rerank import Reranker, retrieve, check_reranker_path
     from finetune_kit.retrieval import score_rankings
-    try: check_reranker_path(a.reranker)
-    except NotACrossEncoder as e: sys.exit(f"error: {e}")
+    check_reranker_path(a.reranker)
     rankings, sims = retrieve(ds, _encoder(a), k=max(a.rerank_top_k, a.top_k, 10), scores=True)
     rr = Reranker(a.reranker, top_k=a.rerank_top_k, retriever_weight=a.retriever_weight)
     t = time.perf_counter(); reranked = rr.rerank_rankings(ds, rankings, retrieval_scores=sims); dt = time.perf_counter() - t
@@ -116,63 +232,97 @@ def _eval_reranked(ds, a):
 
 # %% ../nbs/30_cli.ipynb #ec2a1fee
 def cmd_finetune_adapter(a):
-    from finetune_kit.adapter import finetune_adapter, AdapterError
-    train = _load(a.train)
-    val = _load(a.val) if a.val else None
+    from finetune_kit.adapter import finetune_adapter
+    train, val = QADataset.from_json(a.train), _qa(a.val)
+    _check_model('--model', a.model)
     t = time.time()
-    try: enc = finetune_adapter(train, a.out, embedder=a.model, adapter=a.adapter, transform=a.transform, epochs=a.epochs,
-                                batch_size=a.batch_size, learning_rate=a.lr, cache=a.cache, base_url=a.base_url)
-    except (AdapterError, ValueError) as e: sys.exit(f"error: {e}")
-    info = json.loads((Path(a.out)/'finetune_kit.json').read_text())
-    print(f"saved {a.adapter} adapter to {a.out} ({time.time() - t:.0f} s: {info['embed_s']:.0f} s embedding, "
-          f"{info['train_s']:.0f} s training, {info['steps']} steps)")
+    enc = finetune_adapter(train, a.out, embedder=a.model, adapter=a.adapter, transform=a.transform, epochs=_whole(a.epochs, a.command),
+                           batch_size=a.batch_size, learning_rate=a.lr, cache=a.cache, base_url=a.base_url, seed=a.seed)
+    info = _run_info(enc)
+    times = f": {info['embed_s']:.0f} s embedding, {info['train_s']:.0f} s training, {info['steps']} steps" if info else ''
+    print(f"saved {a.adapter} adapter to {a.out} ({time.time() - t:.0f} s{times})")
     if val:
         from finetune_kit.retrieval import evaluate_retrieval, compare
         from finetune_kit.adapter import AdapterEncoder
-        res = {'base': evaluate_retrieval(val, AdapterEncoder(enc.embedder)), 'adapter': evaluate_retrieval(val, enc)}
-        print(compare(res).to_string())
+        print(compare({'base': evaluate_retrieval(val, AdapterEncoder(enc.embedder)), 'adapter': evaluate_retrieval(val, enc)}).to_string())
+
+# %% ../nbs/30_cli.ipynb #ab2107b8
+def _p_finetune_adapter(sub):
+    ad = _command(sub, 'finetune-adapter', cmd_finetune_adapter, 'train an adapter over a frozen (even API-only) embedding model')
+    _trainer_args(ad, 'QADataset JSON', 'QADataset JSON: also score base and adapter on it',
+                  "base model path, or 'openai:MODEL' (default: bundled MiniLM)", epochs='8 (linear), 25 (two-layer)', batch_size=32, lr='1e-3', whole=True)
+    ad.add_argument('--adapter', choices=['linear', 'two-layer'], default='linear', help='the adapter network')
+    ad.add_argument('--transform', choices=['query', 'both'], default='query', help='which side goes through the adapter')
+    ad.add_argument('--cache', default=None, help='embedding cache file (default: OUT/embeddings.sqlite)')
+    _base_url(ad, '--model')
 
 # %% ../nbs/30_cli.ipynb #6ea53517
-def _router_input(fn, *args, **kw):
-    from finetune_kit.router import RouterDataError
-    try: return fn(*args, **kw)
-    except RouterDataError as e: sys.exit(f"error: {e}")
-
 def cmd_finetune_router(a):
     from finetune_kit.router import load_choices, load_queries, finetune_router
-    choices = _router_input(load_choices, a.choices)
-    train = _router_input(load_queries, a.train, choices, labelled=True)     # both checked before any model loads
+    choices = load_choices(a.choices)
+    train = load_queries(a.train, choices, labelled=True)        # every input is checked before any model loads
+    val = load_queries(a.val, choices, labelled=True) if a.val else None
+    _check_model('--model', a.model); epochs = _whole(a.epochs, a.command)
     t = time.time()
-    kw = {k: v for k, v in dict(epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.lr).items() if v is not None}
-    finetune_router(choices, train, a.out, model=a.model, **kw)
+    router = finetune_router(choices, train, a.out, model=a.model, epochs=epochs, batch_size=a.batch_size, learning_rate=a.lr,
+                             max_seq_length=a.max_length, seed=a.seed)
     print(f"saved router ({len(choices)} choices, {len(train)} training queries) to {a.out} ({time.time() - t:.0f} s)")
+    if val: _report_router(choices, a.model, router, val)
 
+# %% ../nbs/30_cli.ipynb #32a3c8f6
+def _report_router(choices, base, router, val):
+    "Match rate on the `--val` queries, of the base model and of the fine-tuned router."
+    from finetune_kit.router import Router, evaluate_router
+    for name, r in {'base': Router(choices, base), 'fine-tuned': router}.items():
+        print(f"{name:>12}  match_rate {evaluate_router(r, val).metrics['match_rate']:.4f}")
+
+def _p_finetune_router(sub):
+    fr = _command(sub, 'finetune-router', cmd_finetune_router, 'fine-tune an embedding router: queries land nearest their choice')
+    fr.add_argument('--choices', required=True, type=Path, help='JSON list of {"name", "description"}')
+    _trainer_args(fr, 'JSON list of {"query", "choice"}', 'labelled queries: match rate of base and fine-tuned',
+                  'base model path or hub name (default: bundled MiniLM)', epochs=2, batch_size=32, lr=1e-4, whole=True)
+    _max_length(fr, 128)
+
+# %% ../nbs/30_cli.ipynb #ef911f1d
 def cmd_route(a):
-    from finetune_kit.router import Router, load_choices, load_queries, evaluate_router
-    choices = _router_input(load_choices, a.choices) if a.choices else None
+    from finetune_kit.router import Router, load_choices, load_queries
+    choices = load_choices(a.choices) if a.choices else None
+    _check_model('--router', a.router)
     if choices is None and not (Path(a.router)/'router.json').exists():
-        sys.exit(f"error: {a.router}: no router.json (a plain embedding model?): pass --choices CHOICES.json")
-    queries = _router_input(load_queries, a.queries, choices)
+        raise UsageError(f"{a.router}: no router.json (a plain embedding model?): pass --choices CHOICES.json")
+    queries = load_queries(a.data, choices)
     router = Router.load(a.router, choices)
-    if choices is None: queries = _router_input(load_queries, a.queries, router.choices)
-    routes = router.route([q['query'] for q in queries], top_n=max(a.top_n, 3))
+    if choices is None: queries = load_queries(a.data, router.choices)
+    routes = router.route([q['query'] for q in queries], top_n=max(a.top_k, 3))
+    _print_routes(a, router, queries, routes)
+
+# %% ../nbs/30_cli.ipynb #4ad03c40
+def _print_routes(a, router, queries, routes):
+    "Each query's top `--top-k` routes, and with labels, the match rates: as lines, or with `--json` one line of JSON."
+    from finetune_kit.router import evaluate_router
     rows = [{'query': q['query'], **({'choice': q['choice']} if 'choice' in q else {}),
-             'routes': [[c, round(s, 4)] for c, s in r[:a.top_n]]} for q, r in zip(queries, routes)]
-    out = {'n_queries': len(queries)}
-    lab = [i for i, q in enumerate(queries) if 'choice' in q]
+             'routes': [[c, round(s, 4)] for c, s in r[:a.top_k]]} for q, r in zip(queries, routes)]
+    out, lab = {'n_queries': len(queries)}, [i for i, q in enumerate(queries) if 'choice' in q]
     if lab:
         res = evaluate_router(router, [queries[i] for i in lab], routes=[routes[i] for i in lab])
         out.update({k: round(v, 4) if isinstance(v, float) else v for k, v in res.metrics.items() if k != 'n_queries'}, n_labelled=len(lab))
-    if not a.json:
-        for r in rows: print(f"{r['routes'][0][0]}\t{r['routes'][0][1]:.3f}\t{r['query']}")
-        for k, v in out.items(): print(f"{k:>12}  {v}")
-    else: print(json.dumps({**out, 'routes': rows}, ensure_ascii=False))
+    if a.json: return print(json.dumps({**out, 'routes': rows}, ensure_ascii=False))
+    for r in rows: print(f"{r['routes'][0][0]}\t{r['routes'][0][1]:.3f}\t{r['query']}")
+    for k, v in out.items(): print(f"{k:>12}  {v}")
+
+# %% ../nbs/30_cli.ipynb #53021f45
+def _p_route(sub):
+    ro = _command(sub, 'route', cmd_route, 'route queries with a router (or a plain embedding model and --choices)')
+    ro.add_argument('--router', required=True, help='folder from finetune-router, or an embedding model path')
+    ro.add_argument('--data', '--queries', required=True, type=Path, help='JSON list of {"query", "choice"?} or of strings')
+    ro.add_argument('--choices', type=Path, default=None, help='JSON list of {"name", "description"} (needed for a plain model)')
+    ro.add_argument('--top-k', '--top-n', type=int, default=1, help='routes shown per query')
+    _json_arg(ro)
 
 # %% ../nbs/30_cli.ipynb #8e4b4a53
 def quickstart(out: str | Path = 'ftk_quickstart', max_chunks: int = 300, epochs: int = 3, batch_size: int = 16,
                seed: int = 0, llm: str = 'local', show_progress: bool = True) -> dict:
     "Python docs -> synthetic questions -> split by topic -> fine-tune MiniLM -> before/after report."
-    from finetune_kit.llm import get_llm
     from finetune_kit.synth import generate_questions, qa_dataset
     from finetune_kit.embed_ft import finetune_embeddings
     from finetune_kit.retrieval import evaluate_retrieval, compare, plot_comparison, markdown_table
@@ -181,7 +331,7 @@ def quickstart(out: str | Path = 'ftk_quickstart', max_chunks: int = 300, epochs
     nodes = make_nodes(python_docs(), max_words=120)
     nodes = sorted(random.Random(seed).sample(nodes, min(max_chunks, len(nodes))), key=lambda n: n.id)
     print(f"[1/4] {len(nodes)} chunks of Python's documentation; asking {llm} for questions", flush=True)
-    rows = generate_questions(nodes, get_llm(llm), out/'questions.jsonl', show_progress=show_progress)
+    rows = generate_questions(nodes, _llm(llm), out/'questions.jsonl', show_progress=show_progress)
     ds = qa_dataset(nodes, rows); times['questions'] = time.time() - t0
     train, val = split_by_doc(ds, val_frac=0.4, seed=seed, group=lambda nid: nid.rsplit('#', 1)[0])
     train.save_json(out/'train.json'); val.save_json(out/'val.json')
@@ -205,108 +355,35 @@ def quickstart(out: str | Path = 'ftk_quickstart', max_chunks: int = 300, epochs
     print(f"[4/4] report: {out/'report.md'}\n\n{table.to_string()}")
     return {'table': table, 'results': res, 'times': times, 'train': train, 'val': val}
 
+
 def cmd_quickstart(a):
-    quickstart(a.out, max_chunks=a.max_chunks, epochs=a.epochs, llm=a.llm)
+    quickstart(a.out, max_chunks=a.max_chunks, epochs=a.epochs, llm=a.llm, seed=a.seed)
+
+# %% ../nbs/30_cli.ipynb #2cf432eb
+def _p_quickstart(sub):
+    "Its defaults are `quickstart`'s own."
+    d = {k: v.default for k, v in inspect.signature(quickstart).parameters.items()}
+    q = _command(sub, 'quickstart', cmd_quickstart, 'the whole embedding workflow on Python docs, offline')
+    q.add_argument('--out', default=d['out'], help='folder for the datasets, model, chart and report')
+    q.add_argument('--max-chunks', type=int, default=d['max_chunks'], help='chunks of documentation to ask questions about')
+    q.add_argument('--epochs', type=_epochs, default=d['epochs'], help='passes over the training data (fractions allowed)')
+    q.add_argument('--llm', default=d['llm'], help="'local' (bundled SmolLM2), 'local:PATH' or 'openai:MODEL'")
+    q.add_argument('--seed', type=int, default=d['seed'], help='random seed (sample, split, training)')
 
 # %% ../nbs/30_cli.ipynb #d5d4775b
+COMMANDS = [_p_generate_qa, _p_finetune_embeddings, _p_eval_retrieval, _p_finetune_adapter, _p_finetune_router, _p_route,
+            _p_finetune_reranker, _p_quickstart]
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='ftk', description='finetune_kit: fine-tune the learned parts of a RAG system.')
     sub = p.add_subparsers(dest='command', required=True)
-
-    g = sub.add_parser('generate-qa', help='synthetic (question, chunk) pairs from documents, with an LLM')
-    g.add_argument('--docs', nargs='+', required=True, help='text/markdown files or folders')
-    g.add_argument('--out', required=True, type=Path, help='QADataset JSON to write')
-    g.add_argument('--llm', default='local', help="'local' (bundled SmolLM2), 'local:PATH' or 'openai:MODEL'")
-    g.add_argument('--base-url', default=None, help='OpenAI-compatible server URL (key from OPENAI_API_KEY)')
-    g.add_argument('--questions-per-chunk', type=int, default=1)
-    g.add_argument('--concurrency', type=int, default=8, help='parallel requests (openai backend)')
-    g.add_argument('--chunk-words', type=int, default=160)
-    g.add_argument('--max-chunks', type=int, default=None)
-    g.add_argument('--batch-size', type=int, default=32, help='chunks per progress write')
-    g.set_defaults(func=cmd_generate_qa)
-
-    f = sub.add_parser('finetune-embeddings', help='fine-tune a sentence-transformers model on a QADataset')
-    f.add_argument('--train', required=True, type=Path)
-    f.add_argument('--val', type=Path, default=None)
-    f.add_argument('--model', default=None, help='base model path or name (default: bundled MiniLM)')
-    f.add_argument('--out', required=True, type=Path)
-    f.add_argument('--epochs', type=int, default=2)
-    f.add_argument('--batch-size', type=int, default=32)
-    f.add_argument('--hard-negatives', type=int, default=0)
-    f.add_argument('--lr', type=float, default=1e-4)
-    f.add_argument('--max-seq-length', type=int, default=256)
-    f.set_defaults(func=cmd_finetune_embeddings)
-
-    e = sub.add_parser('eval-retrieval', help='hit@k, MRR@10, NDCG@10 of a model on a QADataset')
-    e.add_argument('--data', required=True, type=Path)
-    e.add_argument('--model', default=None, help='model path or folder (default: bundled MiniLM)')
-    e.add_argument('--top-k', type=int, default=10)
-    e.add_argument('--json', action='store_true', help='end with one line of JSON')
-    e.add_argument('--reranker', default=None, help='a cross-encoder folder: rerank the retrieved top candidates with it')
-    e.add_argument('--rerank-top-k', type=int, default=20, help='how many retrieved candidates the reranker reorders')
-    e.add_argument('--retriever-weight', type=float, default=1.0,
-                   help="weight of the retriever's similarity beside the reranker's score (both z-normalised); 0: the reranker alone")
-    e.add_argument('--adapter', default=None, help='adapter folder from finetune-adapter (or LlamaIndex) to apply over --model')
-    e.add_argument('--base-url', default=None, help="OpenAI-compatible server for --model openai:MODEL")
-    e.add_argument('--cache', default=None, help='embedding cache file (SQLite) for adapters and openai: models')
-    e.set_defaults(func=cmd_eval_retrieval)
-
-    ad = sub.add_parser('finetune-adapter', help='train an adapter over a frozen (even API-only) embedding model')
-    ad.add_argument('--train', required=True, type=Path)
-    ad.add_argument('--val', type=Path, default=None, help='also score base and adapter on this QADataset')
-    ad.add_argument('--out', required=True, type=Path)
-    ad.add_argument('--model', default=None, help="base model path, or 'openai:MODEL' (default: bundled MiniLM)")
-    ad.add_argument('--base-url', default=None, help='OpenAI-compatible embeddings server (key from OPENAI_API_KEY)')
-    ad.add_argument('--adapter', choices=['linear', 'two-layer'], default='linear')
-    ad.add_argument('--transform', choices=['query', 'both'], default='query', help='which side goes through the adapter')
-    ad.add_argument('--epochs', type=int, default=None, help='default: 8 (linear), 25 (two-layer)')
-    ad.add_argument('--batch-size', type=int, default=32)
-    ad.add_argument('--lr', type=float, default=None, help='default 1e-3')
-    ad.add_argument('--cache', default=None, help='embedding cache file (default: OUT/embeddings.sqlite)')
-    ad.set_defaults(func=cmd_finetune_adapter)
-
-    fr = sub.add_parser('finetune-router', help='fine-tune an embedding router: queries land nearest their choice')
-    fr.add_argument('--choices', required=True, type=Path, help='JSON list of {"name", "description"}')
-    fr.add_argument('--train', required=True, type=Path, help='JSON list of {"query", "choice"}')
-    fr.add_argument('--out', required=True, type=Path)
-    fr.add_argument('--model', default=None, help='base model path or name (default: bundled MiniLM)')
-    fr.add_argument('--epochs', type=int, default=None, help='default: 2')
-    fr.add_argument('--batch-size', type=int, default=None, help='default: 32')
-    fr.add_argument('--lr', type=float, default=None, help='default: 1e-4')
-    fr.set_defaults(func=cmd_finetune_router)
-
-    ro = sub.add_parser('route', help='route queries with a router (or a plain embedding model and --choices)')
-    ro.add_argument('--router', required=True, help='folder from finetune-router, or an embedding model path')
-    ro.add_argument('--queries', required=True, type=Path, help='JSON list of {"query", "choice"?} or of strings')
-    ro.add_argument('--choices', type=Path, default=None, help='JSON list of {"name", "description"} (needed for a plain model)')
-    ro.add_argument('--top-n', type=int, default=1)
-    ro.add_argument('--json', action='store_true', help='end with one line of JSON')
-    ro.set_defaults(func=cmd_route)
-
-    r = sub.add_parser('finetune-reranker', help='fine-tune a cross-encoder reranker on a QADataset (mined hard negatives) or labelled pairs')
-    r.add_argument('--train', required=True, type=Path, help='QADataset JSON, or JSONL of {query, passage, label} pairs')
-    r.add_argument('--val', type=Path, default=None, help='QADataset JSON: compare retrieval with and without the reranker')
-    r.add_argument('--out', required=True, type=Path)
-    r.add_argument('--model', default=None, help='base cross-encoder, or any model folder to put a new head on (default: bundled MiniLM)')
-    r.add_argument('--retriever', default=None, help='embedding model that mines hard negatives (and retrieves for --val); default: bundled MiniLM')
-    r.add_argument('--negatives', type=int, default=3, help='hard negatives per query (plus one random one)')
-    r.add_argument('--llm', default=None, help="label the mined pairs with an LLM instead: 'local' or 'openai:MODEL'")
-    r.add_argument('--base-url', default=None, help='OpenAI-compatible server URL for --llm')
-    r.add_argument('--epochs', type=float, default=2)
-    r.add_argument('--batch-size', type=int, default=16)
-    r.add_argument('--lr', type=float, default=None, help='learning rate (default: the library default)')
-    r.add_argument('--max-length', type=int, default=256, help='max tokens of question + passage')
-    r.set_defaults(func=cmd_finetune_reranker)
-
-    q = sub.add_parser('quickstart', help='the whole embedding workflow on Python docs, offline')
-    q.add_argument('--out', default='ftk_quickstart')
-    q.add_argument('--max-chunks', type=int, default=300)
-    q.add_argument('--epochs', type=int, default=3)
-    q.add_argument('--llm', default='local')
-    q.set_defaults(func=cmd_quickstart)
+    for add in COMMANDS: add(sub)
     return p
 
 def main(argv: list[str] | None = None):
-    "Entry point of the `ftk` console script."
+    "Entry point of the `ftk` console script: bad input is one `error:` line on stderr and exit status 2, never a traceback."
     a = build_parser().parse_args(argv)
-    a.func(a)
+    try: a.func(a)
+    except BAD_INPUT as e:
+        print(f"error: {_message(e)}", file=sys.stderr)
+        sys.exit(2)

@@ -36,7 +36,7 @@ def load_documents(paths: str | Path | Iterable[str | Path]) -> dict[str, str]:
         for f in files:
             text = f.read_text(encoding='utf-8', errors='replace').strip()
             if text: docs[str(f)] = text
-    if not docs: raise ValueError(f"no text found in {[str(p) for p in map(Path, paths)]} (looked for {sorted(TEXT_SUFFIXES)})")
+    if not docs: raise DatasetError(f"no text found in {[str(p) for p in map(Path, paths)]} (looked for {sorted(TEXT_SUFFIXES)})")
     return docs
 
 # %% ../nbs/00_core.ipynb #3fa74a29
