@@ -8,6 +8,7 @@ import contextlib, json, logging, os, random, re
 from pathlib import Path
 from typing import Sequence
 import numpy as np
+from fastcore.basics import patch
 from .core import QADataset, DatasetError, FtkError, seed_everything
 from .models import minilm_path, default_device, bf16_ok
 from .embedders import get_embedder, _hub_name
@@ -22,7 +23,7 @@ __all__ = ['log', 'LABEL_PROMPT', 'retrieve', 'check_has_negatives', 'mine_pairs
            'load_reranker', 'Reranker', 'evaluate_reranking', 'compare_rerankers', 'tune_retriever_weight',
            'finetune_reranker']
 
-# %% ../nbs/13_cross_encoder.ipynb #f68b2ac5
+# %% ../nbs/13_cross_encoder.ipynb #f13fd852
 def retrieve(ds: QADataset, retriever=None, k: int = 20, index: VectorIndex | None = None, scores: bool = False):
     """The top-`k` corpus ids of every query of `ds`, best first, from `retriever` (an encoder, model, path, or `None`: MiniLM):
     `{query_id: [ids]}`, and with `scores` also `{query_id: [similarities]}`."""
@@ -32,6 +33,7 @@ def retrieve(ds: QADataset, retriever=None, k: int = 20, index: VectorIndex | No
     rankings = dict(zip(qids, ids))
     return (rankings, {q: s.tolist() for q, s in zip(qids, sims)}) if scores else rankings
 
+# %% ../nbs/13_cross_encoder.ipynb #cc1cab91
 def _pair(ds, q, c, label, kind) -> dict:
     return {'query_id': q, 'query': ds.queries[q], 'doc_id': c, 'passage': ds.corpus[c], 'label': float(label), 'kind': kind}
 
@@ -41,36 +43,44 @@ def check_has_negatives(ds: QADataset, source: str = 'QADataset') -> QADataset:
         raise DatasetError(f"{source}: no negatives: every corpus entry is relevant to every query, so there is nothing to tell apart")
     return ds
 
-def mine_pairs(ds: QADataset, retriever=None, negatives: int = 3, random_negatives: int = 1, skip_top: int = 0,
-               rankings: dict[str, list[str]] | None = None, seed: int = 0) -> list[dict]:
-    """Labelled pairs: each query's relevant passages (label 1, `kind` 'positive'), its `negatives` highest-ranked
-    non-relevant passages ('hard', after skipping `skip_top` of them: set it > 0 when unlabelled near-duplicates
-    of the answer are common) and `random_negatives` other passages drawn at random ('random').
-    `rankings` (`{query_id: [ids]}`) skips retrieval."""
+# %% ../nbs/13_cross_encoder.ipynb #ced963a2
+def _query_pairs(ds: QADataset, q: str, ranked: Sequence[str], negatives: int, random_negatives: int,
+                 skip_top: int, rng: random.Random) -> list[dict]:
+    "Query `q`'s positives, `negatives` hard ones (non-relevant in `ranked`, after `skip_top`), `random_negatives` random ones."
+    rel = set(ds.relevant_docs[q])
+    hard = [c for c in ranked if c not in rel][skip_top:skip_top + negatives]
+    pool = [c for c in ds.corpus if c not in rel and c not in hard]
+    return ([_pair(ds, q, c, 1, 'positive') for c in ds.relevant_docs[q]] + [_pair(ds, q, c, 0, 'hard') for c in hard]
+            + [_pair(ds, q, c, 0, 'random') for c in rng.sample(pool, min(random_negatives, len(pool)))])
+
+# %% ../nbs/13_cross_encoder.ipynb #a2b2d3c5
+def mine_pairs(ds: QADataset,                        # questions, passages and which answer which
+               retriever=None,                       # finds the hard negatives (`None`: MiniLM)
+               negatives: int = 3,                   # hard negatives per query: its top-ranked non-relevant passages
+               random_negatives: int = 1,            # random non-relevant passages per query
+               skip_top: int = 0,                    # skip this many hard ones (> 0 when unlabelled near-duplicates of the answer are common)
+               rankings: dict[str, list[str]] | None = None, # `{query_id: [ids]}`, to skip retrieval
+               seed: int = 0) -> list[dict]:
+    "Labelled pairs: positives (label 1, `kind` 'positive'), hard negatives ('hard') and random ones ('random'), per query."
     if negatives < 0 or random_negatives < 0 or negatives + random_negatives < 1:
         raise ValueError(f"need at least one negative per query, got negatives={negatives}, random_negatives={random_negatives}")
     check_has_negatives(ds)
     if rankings is None and negatives:
-        k = min(len(ds.corpus), negatives + skip_top + max(len(r) for r in ds.relevant_docs.values()))
-        rankings = retrieve(ds, retriever, k=k)
-    rng, ids, rows = random.Random(seed), list(ds.corpus), []
-    for q in ds.queries:
-        rel = set(ds.relevant_docs[q])
-        hard = [c for c in (rankings or {}).get(q, []) if c not in rel][skip_top:skip_top + negatives]
-        pool = [c for c in ids if c not in rel and c not in hard]
-        rows += [_pair(ds, q, c, 1, 'positive') for c in ds.relevant_docs[q]]
-        rows += [_pair(ds, q, c, 0, 'hard') for c in hard]
-        rows += [_pair(ds, q, c, 0, 'random') for c in rng.sample(pool, min(random_negatives, len(pool)))]
-    return rows
+        rankings = retrieve(ds, retriever, k=min(len(ds.corpus), negatives + skip_top + max(len(r) for r in ds.relevant_docs.values())))
+    rng = random.Random(seed)
+    return [r for q in ds.queries for r in _query_pairs(ds, q, (rankings or {}).get(q, []), negatives, random_negatives, skip_top, rng)]
+
+# %% ../nbs/13_cross_encoder.ipynb #ee14e2d2
+def _check_pair(r: dict, i: int, source: str):
+    for k in ('query', 'passage'):
+        if not isinstance(r.get(k), str) or not r[k].strip(): raise DatasetError(f"{source}: pair {i}: field '{k}' must be non-empty text")
+    if not isinstance(r.get('label'), (int, float)) or isinstance(r.get('label'), bool) or not 0 <= r['label'] <= 1:
+        raise DatasetError(f"{source}: pair {i}: field 'label' must be a number from 0 to 1, got {r.get('label')!r}")
 
 def check_pairs(rows: Sequence[dict], source: str = 'training pairs') -> dict:
     "Raise `DatasetError` (naming `source`) unless `rows` are labelled pairs with both positives and negatives; return counts."
     if not rows: raise DatasetError(f"{source}: no pairs")
-    for i, r in enumerate(rows):
-        for k in ('query', 'passage'):
-            if not isinstance(r.get(k), str) or not r[k].strip(): raise DatasetError(f"{source}: pair {i}: field '{k}' must be non-empty text")
-        if not isinstance(r.get('label'), (int, float)) or isinstance(r.get('label'), bool) or not 0 <= r['label'] <= 1:
-            raise DatasetError(f"{source}: pair {i}: field 'label' must be a number from 0 to 1, got {r.get('label')!r}")
+    for i, r in enumerate(rows): _check_pair(r, i, source)
     n_pos = sum(r['label'] >= 0.5 for r in rows); n_neg = len(rows) - n_pos
     if not n_neg: raise DatasetError(f"{source}: all {n_pos} pairs are positives (label 1), no negatives: a reranker cannot learn to tell passages apart")
     if not n_pos: raise DatasetError(f"{source}: all {n_neg} pairs are negatives (label 0), no positives: a reranker cannot learn what relevant means")
@@ -85,6 +95,12 @@ def parse_yes_no(reply: str | None) -> float | None:
     m = re.match(r"\W*(yes|no)\b", (reply or '').strip().lower())
     return None if not m else float(m.group(1) == 'yes')
 
+# %% ../nbs/13_cross_encoder.ipynb #abb077b1
+def _relabel(r: dict, reply: str | None, keep_gold_positives: bool, name: str) -> dict | None:
+    "Pair `r` labelled by the LLM's `reply` (its gold label kept as `gold_label`); `None` if the reply is neither yes nor no."
+    lab = 1.0 if keep_gold_positives and r.get('label', 0) >= 0.5 else parse_yes_no(reply)
+    return None if lab is None else {**r, 'gold_label': r.get('label'), 'label': lab, 'labelled_by': name}
+
 def llm_label_pairs(rows: Sequence[dict], llm, prompt: str = LABEL_PROMPT, max_tokens: int = 4, keep_gold_positives: bool = False) -> list[dict]:
     """`rows` relabelled by `llm` (a `ChatLLM` or a spec for `get_llm`); each keeps its gold label as `gold_label`.
     With `keep_gold_positives`, a gold positive stays positive whatever the LLM says."""
@@ -92,14 +108,9 @@ def llm_label_pairs(rows: Sequence[dict], llm, prompt: str = LABEL_PROMPT, max_t
     llm = get_llm(llm)
     convs = [[{'role': 'user', 'content': prompt.format(query=r['query'], passage=r['passage'])}] for r in rows]
     replies = llm.generate(convs, max_tokens=max_tokens, temperature=0.0, desc='labelling pairs')
-    out, dropped = [], 0
-    for r, reply in zip(rows, replies):
-        lab = parse_yes_no(reply)
-        if keep_gold_positives and r.get('label', 0) >= 0.5: lab = 1.0
-        if lab is None: dropped += 1; continue
-        out.append({**r, 'gold_label': r.get('label'), 'label': lab, 'labelled_by': getattr(llm, 'name', 'llm')})
-    if dropped: log.warning("llm_label_pairs: %d of %d replies were neither yes nor no; those pairs were dropped", dropped, len(rows))
-    return out
+    out = [_relabel(r, reply, keep_gold_positives, getattr(llm, 'name', 'llm')) for r, reply in zip(rows, replies)]
+    if None in out: log.warning("llm_label_pairs: %d of %d replies were neither yes nor no; those pairs were dropped", out.count(None), len(rows))
+    return [r for r in out if r is not None]
 
 # %% ../nbs/13_cross_encoder.ipynb #0dcad578
 def save_pairs(rows: Sequence[dict], path: str | Path):
@@ -110,17 +121,19 @@ def save_pairs(rows: Sequence[dict], path: str | Path):
         for r in rows: f.write(json.dumps(r, ensure_ascii=False) + '\n')
     os.replace(tmp, path)
 
+# %% ../nbs/13_cross_encoder.ipynb #e86a404e
+def _read_pair_line(path: Path, i: int, line: str) -> dict:
+    try: r = json.loads(line)
+    except json.JSONDecodeError as e: raise DatasetError(f"{path}: line {i+1} is not valid JSON ({e})") from None
+    if not isinstance(r, dict): raise DatasetError(f"{path}: line {i+1} must be a JSON object")
+    return r
+
 def load_pairs(path: str | Path) -> list[dict]:
     "Labelled pairs from a JSONL file (`query`, `passage`, `label` per line), checked: errors name the file and line."
     path = Path(path)
     if not path.exists(): raise DatasetError(f"{path}: no such file")
-    rows = []
-    for i, line in enumerate(path.read_text(encoding='utf-8').splitlines()):
-        if not line.strip(): continue
-        try: r = json.loads(line)
-        except json.JSONDecodeError as e: raise DatasetError(f"{path}: line {i+1} is not valid JSON ({e})") from None
-        if not isinstance(r, dict): raise DatasetError(f"{path}: line {i+1} must be a JSON object")
-        rows.append(r)
+    lines = path.read_text(encoding='utf-8').splitlines()
+    rows = [_read_pair_line(path, i, line) for i, line in enumerate(lines) if line.strip()]
     check_pairs(rows, str(path))
     return rows
 
@@ -140,6 +153,7 @@ def is_cross_encoder(path: str | Path) -> bool:
     except json.JSONDecodeError: return False
     return any(a.endswith('ForSequenceClassification') for a in archs)
 
+# %% ../nbs/13_cross_encoder.ipynb #f235e0e6
 def check_reranker_path(path: str | Path) -> str:
     "`path` if it is a cross-encoder folder (or, not being a folder, a hub name); else `NotACrossEncoder` saying what it is."
     p = Path(path)
@@ -152,22 +166,29 @@ def check_reranker_path(path: str | Path) -> str:
             'a transformers model that is not a sequence classifier' if (p/'config.json').exists() else 'no model')
     raise NotACrossEncoder(f"{path}: holds no cross-encoder ({what}); train one with `ftk finetune-reranker` or pass a cross-encoder folder")
 
-def load_reranker(model=None, max_length: int | None = None, device: str | None = None, seed: int = 0, new_head: bool = False):
-    """A `CrossEncoder`: `model` (a `CrossEncoder`, a cross-encoder folder or hub name) or, for `None`, MiniLM with a new head.
-    With `new_head`, any other model folder (an embedding model, a plain transformer) becomes the backbone of a new reranker.
-    `max_length` (tokens of question + passage) defaults to the model's own, and to 256 for a new head."""
+# %% ../nbs/13_cross_encoder.ipynb #a903edbd
+def _new_head_reranker(backbone, max_length: int | None, device: str, seed: int):
+    "A `CrossEncoder`: `backbone` (a model folder) + mean pooling + a new, seeded linear head giving one score."
     import torch
     from sentence_transformers import CrossEncoder
     from sentence_transformers.base.modules import Dense, Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
+    seed_everything(seed)                        # the new head's initial weights
+    body = Transformer(str(backbone), max_seq_length=max_length or 256)
+    dim = body.get_embedding_dimension()
+    return CrossEncoder(modules=[body, Pooling(dim, 'mean'),
+                                 Dense(dim, 1, activation_function=torch.nn.Identity(), module_output_name='scores')], device=device)
+
+# %% ../nbs/13_cross_encoder.ipynb #0e32fb4d
+def load_reranker(model=None, max_length: int | None = None, device: str | None = None, seed: int = 0, new_head: bool = False):
+    """A `CrossEncoder`: `model` (a `CrossEncoder`, a cross-encoder folder or hub name) or, for `None`, MiniLM with a new head.
+    With `new_head`, any other model folder (an embedding model, a plain transformer) becomes the backbone of a new reranker.
+    `max_length` (tokens of question + passage) defaults to the model's own, and to 256 for a new head."""
+    from sentence_transformers import CrossEncoder
     if isinstance(model, CrossEncoder): return model
     device = device or default_device()
     if model is None or (new_head and Path(model).is_dir() and not is_cross_encoder(model)):
-        seed_everything(seed)                        # the new head's initial weights
-        body = Transformer(str(model or minilm_path()), max_seq_length=max_length or 256)
-        dim = body.get_embedding_dimension()
-        ce = CrossEncoder(modules=[body, Pooling(dim, 'mean'),
-                                   Dense(dim, 1, activation_function=torch.nn.Identity(), module_output_name='scores')], device=device)
+        ce = _new_head_reranker(model or minilm_path(), max_length, device, seed)
     else: ce = CrossEncoder(check_reranker_path(model), max_length=max_length, device=device)
     if ce.num_labels != 1: raise NotACrossEncoder(f"{model}: a classifier with {ce.num_labels} labels, not a single-score reranker")
     return ce
@@ -179,6 +200,7 @@ def _z(x) -> np.ndarray:
     sd = x.std() if len(x) else 0.0
     return (x - x.mean()) / sd if sd > 0 else np.zeros_like(x)
 
+# %% ../nbs/13_cross_encoder.ipynb #57136c40
 class Reranker:
     """Reorders retrieved candidates with a cross-encoder (a `CrossEncoder`, a folder, a hub name, or `None`: MiniLM + new head).
     Where the retriever's similarities are given, they are fused in with weight `retriever_weight` (0: cross-encoder alone)."""
@@ -190,130 +212,165 @@ class Reranker:
         self.device = str(self.model.device).split(':')[0]
         self.bf16 = bf16_ok(self.device) if bf16 is None else bf16
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        "Relevance scores (higher is better) of `(query, passage)` pairs."
-        import torch
-        if not len(pairs): return np.zeros(0, dtype=np.float32)
-        ctx = torch.autocast(self.device, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        with ctx:
-            return np.asarray(self.model.predict([tuple(p) for p in pairs], batch_size=self.batch_size,
-                                                 show_progress_bar=self.show_progress and len(pairs) > self.batch_size), dtype=np.float32)
-
-    def fuse(self, scores, retrieval_scores=None, retriever_weight: float | None = None) -> np.ndarray:
-        "What candidates are ordered by: the cross-encoder's `scores`, plus the weighted retriever's, each z-normalised."
-        w = self.retriever_weight if retriever_weight is None else retriever_weight
-        if retrieval_scores is None or not w: return np.asarray(scores, dtype=np.float64)
-        if len(retrieval_scores) != len(scores):
-            raise ValueError(f"{len(scores)} candidates but {len(retrieval_scores)} retrieval scores")
-        return _z(scores) + w * _z(retrieval_scores)
-
-    def rerank(self, query: str, passages: Sequence[str] | dict[str, str], top_k: int | None = None,
-               retrieval_scores: Sequence[float] | None = None) -> list[tuple]:
-        """`(id, score)` best first, for `passages` (a list: ids are positions; a dict: its keys); `top_k` of them.
-        With `retrieval_scores` (one per passage) the score is the fused one."""
-        items = list(passages.items()) if isinstance(passages, dict) else list(enumerate(passages))
-        s = self.fuse(self.score_pairs([(query, t) for _, t in items]), retrieval_scores)
-        order = np.argsort(-s, kind='stable')
-        return [(items[i][0], float(s[i])) for i in order][:top_k]
-
-    def rerank_rankings(self, ds: QADataset, rankings: dict[str, Sequence[str]], top_k: int | None = None,
-                        cache: dict | None = None, retrieval_scores: dict[str, Sequence[float]] | None = None,
-                        retriever_weight: float | None = None) -> dict[str, list[str]]:
-        """Reorder the first `top_k` ids of each ranking (`{query_id: [corpus ids]}`) by cross-encoder score,
-        fused with `retrieval_scores` (`{query_id: [similarities]}`, in ranking order) where given."""
-        top_k = top_k or self.top_k
-        cache = {} if cache is None else cache                 # {(query_id, doc_id): score}, valid for one `ds`
-        todo = list(dict.fromkeys((q, c) for q, r in rankings.items() for c in list(r)[:top_k] if (q, c) not in cache))
-        cache.update(zip(todo, self.score_pairs([(ds.queries[q], ds.corpus[c]) for q, c in todo]).tolist()))
-        out = {}
-        for q, r in rankings.items():
-            head = list(r)[:top_k]
-            ret = None if retrieval_scores is None else list(retrieval_scores[q])[:len(head)]
-            order = np.argsort(-self.fuse([cache[(q, c)] for c in head], ret, retriever_weight), kind='stable')
-            out[q] = [head[i] for i in order] + list(r)[top_k:]    # stable: ties keep retrieval order
-        return out
-
     def __repr__(self):
         return f"Reranker(top_k={self.top_k}, retriever_weight={self.retriever_weight}, batch_size={self.batch_size}, bf16={self.bf16})"
 
+# %% ../nbs/13_cross_encoder.ipynb #255325e4
+@patch
+def score_pairs(self: Reranker, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+    "Relevance scores (higher is better) of `(query, passage)` pairs."
+    import torch
+    if not len(pairs): return np.zeros(0, dtype=np.float32)
+    ctx = torch.autocast(self.device, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+    with ctx:
+        return np.asarray(self.model.predict([tuple(p) for p in pairs], batch_size=self.batch_size,
+                                             show_progress_bar=self.show_progress and len(pairs) > self.batch_size), dtype=np.float32)
+
+# %% ../nbs/13_cross_encoder.ipynb #7f238896
+@patch
+def fuse(self: Reranker, scores, retrieval_scores=None, retriever_weight: float | None = None) -> np.ndarray:
+    "What candidates are ordered by: the cross-encoder's `scores`, plus the weighted retriever's, each z-normalised."
+    w = self.retriever_weight if retriever_weight is None else retriever_weight
+    if retrieval_scores is None or not w: return np.asarray(scores, dtype=np.float64)
+    if len(retrieval_scores) != len(scores):
+        raise ValueError(f"{len(scores)} candidates but {len(retrieval_scores)} retrieval scores")
+    return _z(scores) + w * _z(retrieval_scores)
+
+# %% ../nbs/13_cross_encoder.ipynb #87cb90ea
+@patch
+def rerank(self: Reranker, query: str, passages: Sequence[str] | dict[str, str], top_k: int | None = None,
+           retrieval_scores: Sequence[float] | None = None) -> list[tuple]:
+    """`(id, score)` best first, for `passages` (a list: ids are positions; a dict: its keys); `top_k` of them.
+    With `retrieval_scores` (one per passage) the score is the fused one."""
+    items = list(passages.items()) if isinstance(passages, dict) else list(enumerate(passages))
+    s = self.fuse(self.score_pairs([(query, t) for _, t in items]), retrieval_scores)
+    order = np.argsort(-s, kind='stable')
+    return [(items[i][0], float(s[i])) for i in order][:top_k]
+
+# %% ../nbs/13_cross_encoder.ipynb #592a68d7
+@patch
+def _score_missing(self: Reranker, ds: QADataset, rankings: dict[str, Sequence[str]], top_k: int, cache: dict) -> dict:
+    "`cache` (`{(query_id, doc_id): score}`, valid for one `ds`) with every pair of the rankings' heads scored."
+    todo = list(dict.fromkeys((q, c) for q, r in rankings.items() for c in list(r)[:top_k] if (q, c) not in cache))
+    cache.update(zip(todo, self.score_pairs([(ds.queries[q], ds.corpus[c]) for q, c in todo]).tolist()))
+    return cache
+
+# %% ../nbs/13_cross_encoder.ipynb #0334a6cf
+@patch
+def rerank_rankings(self: Reranker, ds: QADataset, rankings: dict[str, Sequence[str]], top_k: int | None = None,
+                    cache: dict | None = None, retrieval_scores: dict[str, Sequence[float]] | None = None,
+                    retriever_weight: float | None = None) -> dict[str, list[str]]:
+    """Reorder the first `top_k` ids of each ranking (`{query_id: [corpus ids]}`) by cross-encoder score,
+    fused with `retrieval_scores` (`{query_id: [similarities]}`, in ranking order) where given."""
+    top_k = top_k or self.top_k
+    cache = self._score_missing(ds, rankings, top_k, {} if cache is None else cache)
+    out = {}
+    for q, r in rankings.items():
+        head = list(r)[:top_k]
+        ret = None if retrieval_scores is None else list(retrieval_scores[q])[:len(head)]
+        order = np.argsort(-self.fuse([cache[(q, c)] for c in head], ret, retriever_weight), kind='stable')
+        out[q] = [head[i] for i in order] + list(r)[top_k:]    # stable: ties keep retrieval order
+    return out
+
 # %% ../nbs/13_cross_encoder.ipynb #060392c3
+def _as_reranker(r, top_k: int) -> Reranker:
+    return r if isinstance(r, Reranker) else Reranker(r, top_k=top_k)
+
+def _candidates(ds: QADataset, retriever, top_k: int, index: VectorIndex | None):
+    "Rankings and similarities: the top `top_k` (at least 10, for the @10 metrics) per query."
+    return retrieve(ds, retriever, k=max(top_k, 10), index=index, scores=True)
+
 def evaluate_reranking(ds: QADataset, reranker=None, retriever=None, top_k: int = 20, index: VectorIndex | None = None,
                        rankings: dict[str, list[str]] | None = None, cache: dict | None = None,
                        retrieval_scores: dict[str, list[float]] | None = None) -> RetrievalResult:
     "Retrieve the top `top_k` per query with `retriever`, reorder them with `reranker`, and score hit@k, MRR@10, NDCG@10."
-    if rankings is None: rankings, retrieval_scores = retrieve(ds, retriever, k=max(top_k, 10), index=index, scores=True)
-    rr = reranker if isinstance(reranker, Reranker) else Reranker(reranker, top_k=top_k)
-    return score_rankings(ds, rr.rerank_rankings(ds, rankings, top_k, cache, retrieval_scores))
+    if rankings is None: rankings, retrieval_scores = _candidates(ds, retriever, top_k, index)
+    return score_rankings(ds, _as_reranker(reranker, top_k).rerank_rankings(ds, rankings, top_k, cache, retrieval_scores))
 
+# %% ../nbs/13_cross_encoder.ipynb #317de136
 def compare_rerankers(ds: QADataset, rerankers: dict, retriever=None, top_k: int = 20,
                       index: VectorIndex | None = None) -> dict[str, RetrievalResult]:
     "`{'retrieval': ..., name: ...}`: retrieval alone, then the same top-`top_k` reordered by each reranker."
-    rankings, sims = retrieve(ds, retriever, k=max(top_k, 10), index=index, scores=True)
+    rankings, sims = _candidates(ds, retriever, top_k, index)
     res, caches = {'retrieval': score_rankings(ds, rankings)}, {}
     for name, r in rerankers.items():
-        rr = r if isinstance(r, Reranker) else Reranker(r, top_k=top_k)
+        rr = _as_reranker(r, top_k)
         cache = caches.setdefault(id(rr.model), {})      # one model under two weights: each pair scored once
         res[name] = evaluate_reranking(ds, rr, top_k=top_k, rankings=rankings, cache=cache, retrieval_scores=sims)
     return res
 
+# %% ../nbs/13_cross_encoder.ipynb #e6ce6f69
 def tune_retriever_weight(ds: QADataset, reranker, retriever=None, weights: Sequence[float] = (0, 0.25, 0.5, 0.75, 1, 1.5, 2),
                           top_k: int = 20, index: VectorIndex | None = None):
     """Metrics of retrieval + `reranker` for each retriever weight (rows), each pair scored once.
     Tune on questions you will not report on: held-out training questions, not the test set."""
     import pandas as pd
-    rankings, sims = retrieve(ds, retriever, k=max(top_k, 10), index=index, scores=True)
-    rr = reranker if isinstance(reranker, Reranker) else Reranker(reranker, top_k=top_k)
-    cache = {}
+    rankings, sims = _candidates(ds, retriever, top_k, index)
+    rr, cache = _as_reranker(reranker, top_k), {}
     rows = [{'retriever_weight': w, **score_rankings(ds, rr.rerank_rankings(ds, rankings, top_k, cache, sims, w)).metrics}
             for w in weights]
     return pd.DataFrame([{'retriever_weight': 'retrieval alone', **score_rankings(ds, rankings).metrics}] + rows).set_index('retriever_weight')
 
 # %% ../nbs/13_cross_encoder.ipynb #634bb86a
-def finetune_reranker(train: QADataset | Sequence[dict], out_dir: str | Path, model=None, retriever=None, negatives: int = 3,
-                      random_negatives: int = 1, llm=None, epochs: float = 2, batch_size: int = 16, learning_rate: float = 1e-4,
-                      lr_scheduler: str = 'constant_with_warmup', warmup_ratio: float = 0.05,
-                      max_length: int = 256, save_steps: int = 100, resume: bool = True, seed: int = 0, bf16: bool | None = None,
-                      callbacks: list | None = None, show_progress: bool = True, keep_checkpoints: bool = False):
-    """Fine-tune a cross-encoder (`model`: a path or hub name, or `None` for MiniLM + a new head) on labelled pairs; save to `out_dir`.
+def _training_rows(train, out_dir: Path, resume: bool, retriever, negatives: int, random_negatives: int, llm, seed: int) -> list[dict]:
+    "The pairs to train on: `out_dir`'s own when resuming, else mined from a `QADataset` (and LLM-labelled), else `train`."
+    if resume and last_checkpoint(out_dir) and (out_dir/'pairs.jsonl').exists():
+        return load_pairs(out_dir/'pairs.jsonl')     # resume on exactly the pairs the interrupted run saw
+    if not isinstance(train, QADataset): return list(train)
+    train.validate()
+    rows = mine_pairs(train, retriever, negatives, random_negatives, seed=seed)
+    return rows if llm is None else llm_label_pairs(rows, llm)
 
-    `train` is a `QADataset` (positives: relevant passages; negatives: the `negatives` passages `retriever`
-    ranks highest that are not relevant, plus `random_negatives` random ones; relabelled by `llm` if given)
-    or a list of pairs (`query`, `passage`, `label` in [0, 1]).
-    Returns the trained `CrossEncoder`."""
+# %% ../nbs/13_cross_encoder.ipynb #a7c99421
+def _bce_trainer(ce, rows: list[dict], counts: dict, args, seed: int, callbacks: list | None = None):
+    "A `CrossEncoderTrainer` for `ce` on `rows` (shuffled with `seed`), BCE with positives weighted by the class ratio."
     import torch
     from datasets import Dataset
-    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    order = list(range(len(rows))); random.Random(seed).shuffle(order)
+    data = Dataset.from_dict({k: [float(rows[i][k]) if k == 'label' else rows[i][k] for i in order] for k in ('query', 'passage', 'label')})
+    loss = BinaryCrossEntropyLoss(ce, pos_weight=torch.tensor(counts['negatives'] / counts['positives']))
+    return CrossEncoderTrainer(model=ce, args=args, train_dataset=data, loss=loss, callbacks=callbacks)
+
+# %% ../nbs/13_cross_encoder.ipynb #05bffe83
+def finetune_reranker(train: QADataset | Sequence[dict],  # a `QADataset` (pairs are mined from it) or pairs (`query`, `passage`, `label` in [0, 1])
+                      out_dir: str | Path,            # where the model, `pairs.jsonl` (and checkpoints while training) go
+                      model=None,                     # a cross-encoder path or hub name, a model folder to put a new head on; `None`: MiniLM + a new head
+                      retriever=None,                 # mines the hard negatives (`None`: MiniLM)
+                      negatives: int = 3,             # hard negatives per query: its top-ranked non-relevant passages
+                      random_negatives: int = 1,      # random non-relevant passages per query
+                      llm=None,                       # relabels the mined pairs (`llm_label_pairs`) if given
+                      epochs: float = 2, batch_size: int = 16, learning_rate: float = 1e-4,
+                      lr_scheduler: str = 'constant_with_warmup', warmup_ratio: float = 0.05,
+                      max_length: int = 256,          # tokens of question + passage
+                      save_steps: int = 100,          # a checkpoint every this many steps
+                      resume: bool = True,            # resume from the newest checkpoint in `out_dir`, on its pairs
+                      seed: int = 0,
+                      bf16: bool | None = None,       # `None`: where the hardware has it
+                      callbacks: list | None = None,  # extra `TrainerCallback`s
+                      show_progress: bool = True,
+                      keep_checkpoints: bool = False  # keep `out_dir/checkpoints` once the model is saved
+                     ):
+    "Fine-tune a cross-encoder on labelled pairs; save it to `out_dir` and return it (a `CrossEncoder`)."
+    from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = last_checkpoint(out_dir) if resume else None
-    if ckpt and (out_dir/'pairs.jsonl').exists():
-        rows = load_pairs(out_dir/'pairs.jsonl')     # resume on exactly the pairs the interrupted run saw
-    elif isinstance(train, QADataset):
-        train.validate()
-        rows = mine_pairs(train, retriever, negatives, random_negatives, seed=seed)
-        if llm is not None: rows = llm_label_pairs(rows, llm)
-    else: rows = list(train)
+    rows = _training_rows(train, out_dir, resume, retriever, negatives, random_negatives, llm, seed)
     counts = check_pairs(rows)
     save_pairs(rows, out_dir/'pairs.jsonl')
     seed_everything(seed)
     new_head = model is None or (not hasattr(model, 'predict') and Path(str(model)).is_dir() and not is_cross_encoder(model))
     ce = load_reranker(model, max_length=max_length, seed=seed, new_head=True)
-    order = list(range(len(rows))); random.Random(seed).shuffle(order)
-    data = Dataset.from_dict({'query': [rows[i]['query'] for i in order], 'passage': [rows[i]['passage'] for i in order],
-                              'label': [float(rows[i]['label']) for i in order]})
-    args = training_args(CrossEncoderTrainingArguments, out_dir, len(data), epochs, batch_size, learning_rate, warmup_ratio,
+    args = training_args(CrossEncoderTrainingArguments, out_dir, len(rows), epochs, batch_size, learning_rate, warmup_ratio,
                          save_steps, seed, bf16, show_progress, lr_scheduler_type=lr_scheduler)
-    loss = BinaryCrossEntropyLoss(ce, pos_weight=torch.tensor(counts['negatives'] / counts['positives']))
-    trainer = CrossEncoderTrainer(model=ce, args=args, train_dataset=data, loss=loss, callbacks=callbacks)
-    steps = train_resumable(trainer, out_dir, resume)
+    steps = train_resumable(_bce_trainer(ce, rows, counts, args, seed, callbacks), out_dir, resume)
     ce.save_pretrained(str(out_dir))
     info = finish_run(out_dir, {
         'base_model': str(model or 'bundled all-MiniLM-L6-v2') + (' + new head' if new_head else ''),
         'retriever': str(retriever or 'bundled all-MiniLM-L6-v2') if isinstance(train, QADataset) else None,
         'negatives': negatives, 'random_negatives': random_negatives, 'llm_labels': None if llm is None else str(getattr(llm, 'name', llm)),
-        **counts, 'epochs': epochs, 'batch_size': batch_size, 'learning_rate': learning_rate,
-        'lr_scheduler': lr_scheduler, 'max_length': max_length,
-        'bf16': args.bf16, 'steps': steps, 'loss': 'BinaryCrossEntropyLoss'}, keep_checkpoints)
+        **counts, 'epochs': epochs, 'batch_size': batch_size, 'learning_rate': learning_rate, 'lr_scheduler': lr_scheduler,
+        'max_length': max_length, 'bf16': args.bf16, 'steps': steps, 'loss': 'BinaryCrossEntropyLoss'}, keep_checkpoints)
     saved = load_reranker(out_dir)        # the saved model: the trainer may leave bf16 autocast wrapped around `ce`
     saved.run_info = info
     return saved
