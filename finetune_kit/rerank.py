@@ -346,8 +346,7 @@ def finetune_reranker(train: QADataset | Sequence[dict],  # a `QADataset` (pairs
                       max_length: int = 256,          # tokens of question + passage
                       save_steps: int = 100,          # a checkpoint every this many steps
                       resume: bool = True,            # resume from the newest checkpoint in `out_dir`, on its pairs
-                      seed: int = 0,
-                      bf16: bool | None = None,       # `None`: where the hardware has it
+                      seed: int = 0, bf16: bool | None = None,  # bf16 `None`: where the hardware has it
                       callbacks: list | None = None,  # extra `TrainerCallback`s
                       show_progress: bool = True,
                       keep_checkpoints: bool = False  # keep `out_dir/checkpoints` once the model is saved
