@@ -237,10 +237,12 @@ def cmd_finetune_adapter(a):
     _check_model('--model', a.model)
     t = time.time()
     enc = finetune_adapter(train, a.out, embedder=a.model, adapter=a.adapter, transform=a.transform, epochs=_whole(a.epochs, a.command),
-                           batch_size=a.batch_size, learning_rate=a.lr, cache=a.cache, base_url=a.base_url, seed=a.seed)
+                           reg=a.reg, batch_size=a.batch_size, learning_rate=a.lr, cache=a.cache, base_url=a.base_url, seed=a.seed)
     info = _run_info(enc)
     times = f": {info['embed_s']:.0f} s embedding, {info['train_s']:.0f} s training, {info['steps']} steps" if info else ''
     print(f"saved {a.adapter} adapter to {a.out} ({time.time() - t:.0f} s{times})")
+    if sel := info.get('selection'):
+        print(f"dev splits chose {info['epochs']} epochs, reg {info['reg']} (mean dev hit@5 {sel['dev']['hit@5']:.3f}, MRR@10 {sel['dev']['mrr@10']:.3f})")
     if val:
         from finetune_kit.retrieval import evaluate_retrieval, compare
         from finetune_kit.adapter import AdapterEncoder
@@ -250,9 +252,11 @@ def cmd_finetune_adapter(a):
 def _p_finetune_adapter(sub):
     ad = _command(sub, 'finetune-adapter', cmd_finetune_adapter, 'train an adapter over a frozen (even API-only) embedding model')
     _trainer_args(ad, 'QADataset JSON', 'QADataset JSON: also score base and adapter on it',
-                  "base model path, or 'openai:MODEL' (default: bundled MiniLM)", epochs='8 (linear), 25 (two-layer)', batch_size=32, lr='1e-3', whole=True)
+                  "base model path, or 'openai:MODEL' (default: bundled MiniLM)", epochs='chosen on dev splits of --train', batch_size=32, lr='1e-3', whole=True)
     ad.add_argument('--adapter', choices=['linear', 'two-layer'], default='linear', help='the adapter network')
     ad.add_argument('--transform', choices=['query', 'both'], default='query', help='which side goes through the adapter')
+    ad.add_argument('--reg', type=float, default=None,
+                    help='pull towards the identity (default: chosen with the epochs; 0.1 when --epochs is given)')
     ad.add_argument('--cache', default=None, help='embedding cache file (default: OUT/embeddings.sqlite)')
     _base_url(ad, '--model')
 
