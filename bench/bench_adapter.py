@@ -74,6 +74,9 @@ def li_from(path: Path, res: dict):
                         f"{old['finished_at']} (load average {old['loadavg_start']:.2f} at its start), same data and split.")
 
 
+def epochs_str(n: int) -> str: return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def selection_lines(res: dict) -> list:
     "What the dev splits chose for each adapter: epochs, reg, and the mean dev scores there."
     out = []
@@ -81,7 +84,7 @@ def selection_lines(res: dict) -> list:
         sel = ((res['finetune_kit'].get(kind) or {}).get('selection')) or {}
         if not sel: continue
         sizes = ', '.join(str(sp['n_dev_queries']) for sp in sel['splits'])
-        out.append(f"- {kind}: {sel['epochs']} epochs (of 1-{sel['max_epochs']}), reg {sel['reg']} (of {sel['regs']}); mean dev "
+        out.append(f"- {kind}: {epochs_str(sel['epochs'])} (of 1-{sel['max_epochs']}), reg {sel['reg']} (of {sel['regs']}); mean dev "
                    f"hit@5 {100 * sel['dev']['hit@5']:.1f}, MRR@10 {100 * sel['dev']['mrr@10']:.1f} over {len(sel['splits'])} "
                    f"splits holding out {sel['dev_frac']:.0%} of the training paragraphs ({sizes} dev questions)")
     return ['What the dev splits chose (training data only):', '', *out] if out else []
@@ -95,7 +98,7 @@ def render(res: dict) -> list:
     for kind, epochs in RUNS:
         li, ours = res['llamaindex'].get(kind) or {}, res['finetune_kit'].get(kind) or {}
         li_t, our_t, st = li.get('finetune_s'), ours.get('command_wall_s'), ours.get('settings') or {}
-        chosen = f"{st['epochs']} epochs, reg {st['reg']}, chosen on dev splits" if st else 'defaults'
+        chosen = f"{epochs_str(st['epochs'])}, reg {st['reg']}, chosen on dev splits" if st else 'defaults'
         if li or f'li_{kind}' in s: rows.append((f"LlamaIndex {kind}, {epochs} epochs", s.get(f'li_{kind}'), li_t, None))
         rows.append((f"finetune_kit {kind} ({chosen})", s.get(f'ftk_{kind}'), our_t, f"{li_t / our_t:.0f}x" if li_t and our_t else None))
     b5 = g(s.get('base'), 'hit@5')
