@@ -15,7 +15,7 @@ from .training import training_args, train_resumable, finish_run
 # %% auto #0
 __all__ = ['ROLES', 'SQL_SYSTEM', 'ChatDataError', 'message_problems', 'chat_problems', 'check_chat', 'read_chat_jsonl',
            'read_text2sql', 'sql_chat', 'cache_dir', 'gguf_to_folder', 'smollm2_dir', 'template_messages',
-           'chat_tokens', 'reset_peak_rss', 'peak_rss_mb', 'finetune_llm']
+           'chat_tokens', 'answer_loss', 'reset_peak_rss', 'peak_rss_mb', 'finetune_llm']
 
 # %% ../nbs/21_llm_finetune.ipynb #9fb75079
 ROLES = ('system', 'user', 'assistant', 'tool')
@@ -209,13 +209,31 @@ def _chat_dataset(tok, examples: list[dict], max_length: int):
     return Dataset.from_list(keep), len(rows) - len(keep)
 
 # %% ../nbs/21_llm_finetune.ipynb #5fb4a5ac
+def answer_loss(lm, batch: dict, num_items=None):
+    "Mean cross-entropy over the learnt tokens of `batch` (`labels` != -100), the LM head run on those positions only."
+    import torch.nn.functional as F
+    h = lm.base_model(input_ids=batch['input_ids'], attention_mask=batch.get('attention_mask'), use_cache=False).last_hidden_state
+    labels = batch['labels'][:, 1:]; keep = labels != -100           # position t predicts token t+1
+    logits = lm.get_output_embeddings()(h[:, :-1][keep]).float()
+    return F.cross_entropy(logits, labels[keep], reduction='sum') / (keep.sum().clamp(min=1) if num_items is None else num_items)
+
+def _plain_head(config) -> bool:
+    "The LM head's output is the logits as they are (no soft-capping or scaling)."
+    return not any(getattr(config, k, None) for k in ('final_logit_softcapping', 'logit_scale', 'logits_scaling', 'output_multiplier'))
+
+# %% ../nbs/21_llm_finetune.ipynb #7c0e8871
 def _lora_trainer(model_dir: str, tok, train_ds, val_ds, args, lora_r: int, callbacks):
-    "TRL's `SFTTrainer` with LoRA adapters (rank `lora_r`, alpha 2r) on every linear layer."
+    "TRL's `SFTTrainer` with LoRA adapters (rank `lora_r`, alpha 2r, no dropout) on every linear layer, loss by `answer_loss`."
     from peft import LoraConfig
     from trl import SFTTrainer
-    lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.05, target_modules='all-linear', task_type='CAUSAL_LM')
-    return SFTTrainer(model=model_dir, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                      processing_class=tok, peft_config=lora, callbacks=callbacks)
+    class LoRATrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            lm = self.accelerator.unwrap_model(model).get_base_model()
+            if return_outputs or not _plain_head(lm.config): return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return answer_loss(lm, inputs, num_items_in_batch)
+    lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0, target_modules='all-linear', task_type='CAUSAL_LM')
+    return LoRATrainer(model=model_dir, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                       processing_class=tok, peft_config=lora, callbacks=callbacks)
 
 def _save_models(trainer, tok, out_dir: Path):
     "The LoRA adapter (a peft folder) in `out_dir/adapter`, the merged model in `out_dir/model`."
@@ -251,8 +269,10 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
                  val: str | Path | Sequence[dict] | None = None,  # held-out chat examples: validation loss before and after
                  epochs: float = 3, learning_rate: float = 2e-4, lora_r: int = 8,
                  max_length: int = 1024,                # tokens; longer examples are dropped (and counted), not cut
-                 batch_size: int = 8, warmup_ratio: float = 0.1,
-                 gradient_checkpointing: bool = True,   # recompute activations in the backward pass: a fraction of the memory, ~30% slower
+                 batch_size: int = 8,                   # examples per optimizer step
+                 micro_batch: int = 1,                  # examples per forward pass (1: no padding); gradients add up to `batch_size`
+                 warmup_ratio: float = 0.1,
+                 gradient_checkpointing: bool | None = None,  # `None`: on when a micro-batch can exceed 1,024 tokens
                  save_steps: int = 50,                  # a checkpoint every this many steps
                  resume: bool = True,                   # resume from the newest checkpoint in `out_dir`
                  seed: int = 0, bf16: bool | None = None,  # bf16 `None`: where the hardware is fast at it
@@ -267,10 +287,12 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
     tok = AutoTokenizer.from_pretrained(model_dir)
     train_ds, n_long = _chat_dataset(tok, train_ex, max_length)
     val_ds = None if val_ex is None else _chat_dataset(tok, val_ex, max_length)[0]
+    longest = max(map(len, train_ds['input_ids']))
+    if gradient_checkpointing is None: gradient_checkpointing = micro_batch * longest > 1024
     out_dir.mkdir(parents=True, exist_ok=True)
     args = training_args(SFTConfig, out_dir, len(train_ds), epochs, batch_size, learning_rate, warmup_ratio, save_steps, seed, bf16,
-                         show_progress, max_length=max_length, gradient_checkpointing=gradient_checkpointing,
-                         per_device_eval_batch_size=batch_size, prediction_loss_only=True, include_num_input_tokens_seen='non_padding')
+                         show_progress, micro_batch=micro_batch, max_length=max_length, gradient_checkpointing=gradient_checkpointing,
+                         per_device_eval_batch_size=micro_batch, prediction_loss_only=True, include_num_input_tokens_seen='non_padding')
     trainer = _lora_trainer(model_dir, tok, train_ds, val_ds, args, lora_r, callbacks)
     before = trainer.evaluate()['eval_loss'] if val_ds is not None else None
     steps = train_resumable(trainer, out_dir, resume)
@@ -281,8 +303,9 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
         'base_model': model_dir, 'model_dir': str(out_dir/'model'), 'adapter_dir': str(out_dir/'adapter'),
         'n_train': len(train_ds), 'n_val': None if val_ds is None else len(val_ds), 'n_dropped_too_long': n_long,
         'n_train_tokens': sum(map(len, train_ds['input_ids'])), 'n_loss_tokens': sum(l != -100 for r in train_ds['labels'] for l in r),
-        'epochs': epochs, 'learning_rate': learning_rate, 'lora_r': lora_r, 'max_length': max_length, 'batch_size': batch_size,
-        'bf16': args.bf16, 'gradient_checkpointing': gradient_checkpointing, 'device': str(args.device), 'steps': steps, **stats, 'val_loss_before': before, 'val_loss_after': after,
+        'longest': longest, 'epochs': epochs, 'learning_rate': learning_rate, 'lora_r': lora_r, 'max_length': max_length,
+        'batch_size': batch_size, 'micro_batch': micro_batch, 'bf16': args.bf16, 'gradient_checkpointing': gradient_checkpointing,
+        'device': str(args.device), 'steps': steps, **stats, 'val_loss_before': before, 'val_loss_after': after,
         'wall_s': round(time.time() - t0, 1), 'peak_rss_mb': peak_rss_mb()}, keep_checkpoints)
     chat = LocalChat(out_dir/'model'); chat.run_info = info
     return chat

@@ -21,12 +21,14 @@ def last_checkpoint(out_dir: str | Path) -> str | None:
 # %% ../nbs/06_training.ipynb #f1672f26
 def training_args(args_cls, out_dir: str | Path, n_examples: int, epochs: float = 1, batch_size: int = 32,
                   learning_rate: float = 1e-4, warmup_ratio: float = 0.1, save_steps: int = 50, seed: int = 0,
-                  bf16: bool | None = None, show_progress: bool = True, **extra):
-    "`args_cls(...)` (a `TrainingArguments` class) with checkpoints in `out_dir/checkpoints`, seeded, bf16 where fast."
-    device = default_device()
+                  bf16: bool | None = None, show_progress: bool = True, micro_batch: int | None = None, **extra):
+    """`args_cls(...)` (a `TrainingArguments` class) with checkpoints in `out_dir/checkpoints`, seeded, bf16 where fast.
+    `micro_batch`: examples per forward pass, gradients accumulated up to `batch_size` a step (default: the whole batch at once)."""
+    device, micro_batch = default_device(), micro_batch or batch_size
+    if batch_size % micro_batch: raise ValueError(f"batch_size {batch_size} is not a multiple of micro_batch {micro_batch}")
     steps = math.ceil(epochs * math.ceil(n_examples / batch_size))
-    return args_cls(output_dir=str(Path(out_dir)/'checkpoints'), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-                    learning_rate=learning_rate, warmup_steps=int(warmup_ratio * steps),
+    return args_cls(output_dir=str(Path(out_dir)/'checkpoints'), num_train_epochs=epochs, per_device_train_batch_size=micro_batch,
+                    gradient_accumulation_steps=batch_size // micro_batch, learning_rate=learning_rate, warmup_steps=int(warmup_ratio * steps),
                     save_strategy='steps', save_steps=save_steps, save_total_limit=2, logging_steps=max(1, save_steps // 5),
                     seed=seed, data_seed=seed, report_to='none', bf16=bf16_ok(device) if bf16 is None else bf16,
                     use_cpu=device == 'cpu', disable_tqdm=not show_progress, dataloader_drop_last=False, **extra)
