@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, inspect, json, random, sys, time
 from pathlib import Path
-from .core import FtkError, QADataset, load_documents, make_nodes, python_docs, split_by_doc
+from .core import FtkError, QADataset, hub_name, load_documents, make_nodes, python_docs, split_by_doc
 
 # %% auto #0
 __all__ = ['BAD_INPUT', 'COMMANDS', 'UsageError', 'cmd_generate_qa', 'cmd_finetune_embeddings', 'cmd_eval_retrieval',
@@ -27,9 +27,9 @@ def _message(e: BaseException) -> str:
 # %% ../nbs/30_cli.ipynb #c0b1fb52
 def _check_model(flag: str, spec):
     "`spec`, unless it names no local folder and is no hub name (`org/model`) nor `openai:MODEL`."
-    from finetune_kit.embedders import EmbeddingError, _hub_name
+    from finetune_kit.embedders import EmbeddingError
     s = str(spec)
-    if spec is None or s.startswith('openai:') or Path(s).exists() or _hub_name(s): return spec
+    if spec is None or s.startswith('openai:') or Path(s).exists() or hub_name(s): return spec
     raise EmbeddingError(f"{flag} {s}: no such model folder (and not a hub name like 'org/model')")
 
 def _llm(spec: str, base_url: str | None = None, **kw):

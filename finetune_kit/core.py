@@ -13,7 +13,7 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['TEXT_SUFFIXES', 'RUN_INFO', 'FtkError', 'DatasetError', 'load_documents', 'python_docs', 'Node', 'chunk_text',
            'make_nodes', 'append_jsonl', 'read_jsonl', 'QADataset', 'write_json_atomic', 'write_run_info', 'load_squad',
-           'subset', 'split_by_doc', 'sample_queries', 'seed_everything']
+           'subset', 'split_by_doc', 'sample_queries', 'seed_everything', 'hub_name']
 
 # %% ../nbs/00_core.ipynb #d81855a7
 class FtkError(Exception):
@@ -244,3 +244,8 @@ def seed_everything(seed: int = 0):
     try:
         import torch; torch.manual_seed(seed)
     except ImportError: pass
+
+# %% ../nbs/00_core.ipynb #fb150c70
+def hub_name(s: str) -> bool:
+    "Whether `s` looks like a model hub name (`org/name`) rather than a local path (`org` is no local folder)."
+    return bool(re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", s)) and not Path(s).parent.is_dir()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 import numpy as np
 from fastcore.basics import patch
-from .core import FtkError
+from .core import FtkError, hub_name
 from .models import minilm_path, default_device
 from .api import OpenAIBackend
 
@@ -125,13 +125,9 @@ def get_embedder(spec=None, base_url: str | None = None, **kw) -> Embedder:
         if not spec[7:]: raise EmbeddingError("'openai:' needs a model name, e.g. 'openai:text-embedding-3-small'")
         return OpenAIEmbedder(spec[7:], base_url=base_url, **kw)
     if base_url: raise EmbeddingError(f"base_url is for 'openai:MODEL' embedders, not for {spec!r}")
-    if isinstance(spec, (str, os.PathLike)) and not Path(spec).exists() and not _hub_name(str(spec)):
+    if isinstance(spec, (str, os.PathLike)) and not Path(spec).exists() and not hub_name(str(spec)):
         raise EmbeddingError(f"{spec}: no such model folder (and not a hub name like 'org/model')")
     return STEmbedder(spec, **kw)
-
-def _hub_name(s: str) -> bool:
-    "Whether `s` looks like a model hub name (`org/name`) rather than a local path (`org` is no local folder)."
-    return bool(re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", s)) and not Path(s).parent.is_dir()
 
 # %% ../nbs/04_embedders.ipynb #f1080107
 class EmbeddingCache:

@@ -8,7 +8,7 @@ import hashlib, json, logging
 from pathlib import Path
 from typing import Callable
 from tqdm.auto import tqdm
-from .core import FtkError, append_jsonl, read_jsonl
+from .core import FtkError, append_jsonl, hub_name, read_jsonl
 from .models import smollm2_path, default_device
 from .api import OpenAIBackend
 from fastcore.basics import patch
@@ -207,8 +207,15 @@ def get_llm(spec: str | ChatLLM = 'local', base_url: str | None = None, **kw) ->
     if kind == 'openai' and rest: return OpenAIChat(rest, base_url=base_url, **kw)
     if kind == 'local':
         if base_url: raise ValueError(f"base_url is for 'openai:MODEL' servers, not for {spec!r}")
-        return LocalChat(rest or None, **kw)
+        return LocalChat(_local_model(rest) if rest else None, **kw)
     raise ValueError(f"unknown LLM {spec!r}: use 'local', 'local:PATH' or 'openai:MODEL' (with base_url for other OpenAI-compatible servers)")
+
+def _local_model(path: str) -> str:
+    "What `local:PATH` loads: a model folder (of a fine-tuning run's folder, its merged `model/`), a .gguf file or a hub name."
+    p = Path(path)
+    if (p/'model'/'config.json').exists(): return str(p/'model')
+    if p.exists() or hub_name(path): return path
+    raise ValueError(f"local:{path}: no such model folder or file (and not a hub name like 'org/model')")
 
 # %% ../nbs/02_llm.ipynb #1b50bb6c
 def cache_key(name: str, messages: Messages, max_tokens: int, temperature: float) -> str:

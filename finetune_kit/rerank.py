@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Sequence
 import numpy as np
 from fastcore.basics import patch
-from .core import QADataset, DatasetError, FtkError, seed_everything
+from .core import QADataset, DatasetError, FtkError, hub_name, seed_everything
 from .models import minilm_path, default_device, bf16_ok
-from .embedders import get_embedder, _hub_name
+from .embedders import get_embedder
 from .retrieval import VectorIndex, RetrievalResult, score_rankings
 from .training import training_args, train_resumable, finish_run, last_checkpoint
 
@@ -158,7 +158,7 @@ def check_reranker_path(path: str | Path) -> str:
     "`path` if it is a cross-encoder folder (or, not being a folder, a hub name); else `NotACrossEncoder` saying what it is."
     p = Path(path)
     if not p.exists():
-        if _hub_name(str(path)): return str(path)
+        if hub_name(str(path)): return str(path)
         raise NotACrossEncoder(f"{path}: no such reranker folder")
     if not p.is_dir(): raise NotACrossEncoder(f"{path}: not a folder; a reranker is a folder written by `ftk finetune-reranker`")
     if is_cross_encoder(p): return str(p)
