@@ -9,9 +9,9 @@ from pathlib import Path
 from .core import FtkError, QADataset, hub_name, load_documents, make_nodes, python_docs, split_by_doc
 
 # %% auto #0
-__all__ = ['BAD_INPUT', 'COMMANDS', 'UsageError', 'cmd_generate_qa', 'cmd_finetune_embeddings', 'cmd_eval_retrieval',
-           'cmd_finetune_reranker', 'cmd_finetune_adapter', 'cmd_finetune_router', 'cmd_route', 'quickstart',
-           'cmd_quickstart', 'build_parser', 'main']
+__all__ = ['BAD_INPUT', 'LLM_RUN_KEYS', 'COMMANDS', 'UsageError', 'cmd_generate_qa', 'cmd_finetune_embeddings',
+           'cmd_eval_retrieval', 'cmd_finetune_reranker', 'cmd_finetune_adapter', 'cmd_finetune_router', 'cmd_route',
+           'cmd_finetune_llm', 'cmd_eval_sql', 'cmd_serve', 'quickstart', 'cmd_quickstart', 'build_parser', 'main']
 
 # %% ../nbs/30_cli.ipynb #5dcbfda3
 class UsageError(FtkError):
@@ -323,6 +323,60 @@ def _p_route(sub):
     ro.add_argument('--top-k', '--top-n', type=int, default=1, help='routes shown per query')
     _json_arg(ro)
 
+# %% ../nbs/30_cli.ipynb #2b0cd811
+LLM_RUN_KEYS = ('train_loss', 'val_loss_before', 'val_loss_after', 'n_train_tokens', 'tokens_per_s', 'wall_s', 'model_dir',
+                'adapter_dir', 'n_train', 'n_dropped_too_long', 'steps', 'peak_rss_mb')
+
+def cmd_finetune_llm(a):
+    from finetune_kit.llm_ft import finetune_llm, read_chat_jsonl
+    train, val = read_chat_jsonl(a.train), (read_chat_jsonl(a.val) if a.val else None)
+    chat = finetune_llm(train, a.out, model=a.model, val=val, epochs=a.epochs, learning_rate=a.lr, lora_r=a.lora_r,
+                        max_length=a.max_length, batch_size=a.batch_size, seed=a.seed)
+    info = chat.run_info
+    print(f"trained on {info['n_train']} chats ({info['n_dropped_too_long']} over {a.max_length} tokens dropped), "
+          f"{info['tokens_per_s']:.0f} tokens/s, {info['wall_s']:.0f} s; train loss {info['train_loss']:.3f}")
+    if val is not None: print(f"validation loss {info['val_loss_before']:.3f} -> {info['val_loss_after']:.3f}")
+    print(f"saved the merged model to {info['model_dir']} and the LoRA adapter to {info['adapter_dir']}; serve it: ftk serve --model local:{a.out}")
+    if a.json: print(json.dumps({k: info[k] for k in LLM_RUN_KEYS if k in info and (val is not None or 'val_loss' not in k)}))
+
+# %% ../nbs/30_cli.ipynb #d47a1ebe
+def _p_finetune_llm(sub):
+    f = _command(sub, 'finetune-llm', cmd_finetune_llm, "LoRA-fine-tune a local LLM on chat data (OpenAI's fine-tuning JSONL)")
+    _trainer_args(f, 'chat JSONL to train on', 'chat JSONL: validation loss before and after',
+                  "'local' (bundled SmolLM2), 'local:PATH' (a transformers folder or .gguf) or a hub name (default: local)",
+                  epochs=3, batch_size=8, lr=2e-4)
+    f.add_argument('--lora-r', type=int, default=8, help='LoRA rank (alpha is twice it)')
+    f.add_argument('--max-length', type=int, default=1024, help='max tokens per chat (longer chats are dropped, not cut)')
+    _json_arg(f)
+
+# %% ../nbs/30_cli.ipynb #8aad76b7
+def cmd_eval_sql(a):
+    from finetune_kit.sql_eval import eval_sql, read_text2sql
+    rows = read_text2sql(a.data)
+    res = eval_sql(_llm(a.model, a.base_url), rows, max_tokens=a.max_tokens)
+    for k in ('valid_sql', 'exact_match', 'exec_match'): print(f"{k:>12}  {100 * res[k]:.1f}%")
+    print(f"{res['n']} questions; {res['n_errors']} failed requests, {res['n_no_sql']} replies without SQL")
+    if a.json: print(json.dumps({k: res[k] for k in ('valid_sql', 'exact_match', 'exec_match', 'n', 'n_errors', 'n_no_sql')}))
+
+def _p_eval_sql(sub):
+    e = _command(sub, 'eval-sql', cmd_eval_sql, 'text-to-SQL scores of an LLM: valid SQL, exact match, execution match')
+    e.add_argument('--data', required=True, type=Path, help='sql-create-context JSON (instruction = schema + question, output = SQL)')
+    e.add_argument('--model', default='local', help="'local', 'local:DIR' (a model or finetune-llm folder) or 'openai:MODEL'")
+    _base_url(e, '--model')
+    e.add_argument('--max-tokens', type=int, default=128, help='tokens per reply')
+    _json_arg(e)
+
+# %% ../nbs/30_cli.ipynb #b058ef23
+def cmd_serve(a):
+    from finetune_kit.serve import serve
+    serve(_llm(a.model), port=a.port, host=a.host)
+
+def _p_serve(sub):
+    s = _command(sub, 'serve', cmd_serve, 'serve an LLM behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)')
+    s.add_argument('--model', default='local', help="'local' (bundled SmolLM2) or 'local:DIR' (a model or finetune-llm folder)")
+    s.add_argument('--port', type=int, default=8000, help='port to listen on')
+    s.add_argument('--host', default='127.0.0.1', help='address to listen on (0.0.0.0: every interface)')
+
 # %% ../nbs/30_cli.ipynb #8e4b4a53
 def quickstart(out: str | Path = 'ftk_quickstart', max_chunks: int = 300, epochs: int = 3, batch_size: int = 16,
                seed: int = 0, llm: str = 'local', show_progress: bool = True) -> dict:
@@ -376,7 +430,7 @@ def _p_quickstart(sub):
 
 # %% ../nbs/30_cli.ipynb #d5d4775b
 COMMANDS = [_p_generate_qa, _p_finetune_embeddings, _p_eval_retrieval, _p_finetune_adapter, _p_finetune_router, _p_route,
-            _p_finetune_reranker, _p_quickstart]
+            _p_finetune_reranker, _p_finetune_llm, _p_eval_sql, _p_serve, _p_quickstart]
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='ftk', description='finetune_kit: fine-tune the learned parts of a RAG system.')

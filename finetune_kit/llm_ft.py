@@ -7,15 +7,15 @@ from __future__ import annotations
 import copy, json, os, re, sys, time
 from pathlib import Path
 from typing import Sequence
-from .core import FtkError
+from .core import FtkError, hub_name
 from .models import smollm2_path
 from .llm import LocalChat
 from .training import training_args, train_resumable, finish_run
 
 # %% auto #0
-__all__ = ['ROLES', 'SQL_SYSTEM', 'ChatDataError', 'message_problems', 'chat_problems', 'check_chat', 'read_chat_jsonl',
-           'read_text2sql', 'sql_chat', 'cache_dir', 'gguf_to_folder', 'smollm2_dir', 'template_messages',
-           'chat_tokens', 'answer_loss', 'reset_peak_rss', 'peak_rss_mb', 'finetune_llm']
+__all__ = ['ROLES', 'ChatDataError', 'message_problems', 'chat_problems', 'check_chat', 'read_chat_jsonl', 'cache_dir',
+           'gguf_to_folder', 'smollm2_dir', 'template_messages', 'chat_tokens', 'answer_loss', 'reset_peak_rss',
+           'peak_rss_mb', 'finetune_llm']
 
 # %% ../nbs/21_llm_finetune.ipynb #9fb75079
 ROLES = ('system', 'user', 'assistant', 'tool')
@@ -95,27 +95,6 @@ def read_chat_jsonl(path: str | Path, max_problems: int = 20) -> list[dict]:
         examples.append(ex); problems += [(n, f, p) for f, p in probs]
     _raise_problems(str(path), problems or ([] if examples else [(0, '', 'no examples')]), max_problems)
     return examples
-
-# %% ../nbs/21_llm_finetune.ipynb #2359aa78
-_SQL_RE = re.compile(r'^(?P<schema>.*?)\s*-- Using valid SQLite[^\n]*\n\s*-- (?P<question>.*?)\s*(?:SELECT)?\s*$', re.S)
-
-def read_text2sql(path: str | Path) -> list[dict]:
-    "sql-create-context style examples (`instruction` = schema + question, `output` = SQL) as dicts of schema, question, sql."
-    out = []
-    for r in json.loads(Path(path).read_text()):
-        m = _SQL_RE.match(r['instruction'])
-        if not m: raise FtkError(f"{path}: cannot find the schema and question in {r['instruction'][:80]!r}")
-        out.append({'schema': m['schema'], 'question': m['question'], 'sql': r['output'].strip()})
-    return out
-
-# %% ../nbs/21_llm_finetune.ipynb #09eafa2e
-SQL_SYSTEM = 'You translate questions into SQLite queries. Reply with the SQL query only.'
-
-def sql_chat(ex: dict, system: str = SQL_SYSTEM) -> dict:
-    "A text-to-SQL example (schema, question, sql) as a chat fine-tuning example."
-    return {'messages': [{'role': 'system', 'content': system},
-                         {'role': 'user', 'content': f"{ex['schema']}\n\nQuestion: {ex['question']}"},
-                         {'role': 'assistant', 'content': ex['sql']}]}
 
 # %% ../nbs/21_llm_finetune.ipynb #d19aef25
 def cache_dir() -> Path:
@@ -197,6 +176,7 @@ def _model_dir(model) -> str:
     model = str(model).removeprefix('local:') if model is not None else 'local'
     if model == 'local': return str(smollm2_dir())
     if model.endswith('.gguf'): return str(gguf_to_folder(model, cache_dir()/Path(model).stem))
+    if not (Path(model).exists() or hub_name(model)): raise FtkError(f"model {model}: no such model folder (and not a hub name like 'org/model')")
     return model
 
 # %% ../nbs/21_llm_finetune.ipynb #7fa65965
