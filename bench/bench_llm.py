@@ -13,8 +13,9 @@ layer, no dropout), same epochs, same learning rate, same examples per optimizer
 
 Data sets, each split before anything else (text-to-SQL by example, SQuAD by paragraph, seed 0):
 1. text-to-SQL (`shared/data/text2sql`): the notebook's split (150 train / 67 test), the training examples that fit in
-   `--max-length` tokens, at most `--n-train`; held out: test examples that fit, at most `--n-val`.
-2. SQuAD-Shifts Reddit as chat: passage + question -> the first gold answer; paragraphs split half/half.
+   `--max-length` tokens, at most `--n-train-sql` (default: all of them); held out: test examples that fit, at most `--n-val`.
+2. SQuAD-Shifts Reddit as chat: passage + question -> the first gold answer; paragraphs split half/half; at most
+   `--n-train-squad` training chats (default 250: the larger set).
 
 Measured per run, each in its own process: training tokens per second (non-padding tokens seen / training time),
 peak resident memory of the process (model loading included), and the held-out loss: mean cross-entropy per
@@ -22,7 +23,7 @@ assistant-reply token of the held-out chats, computed the same way (`answer_loss
 model before training. Writes bench/results/llm.json and bench/results/llm.md. Not run by CI.
 
     python bench/bench_llm.py                       # both data sets
-    python bench/bench_llm.py --sets sql --n-train 16 --n-val 8   # a quick look
+    python bench/bench_llm.py --sets sql --n-train-sql 16 --n-val 8   # a quick look
 """
 import json, os, random, subprocess, sys, time
 from pathlib import Path
@@ -168,8 +169,9 @@ def main():
     ap = parser(__doc__, 'reddit_v1.0.json')
     add_dirs(ap, BENCH / '_runs' / 'llm')
     ap.add_argument('--sets', default='sql,squad')
-    ap.add_argument('--n-train', type=int, default=48)
-    ap.add_argument('--n-val', type=int, default=32)
+    ap.add_argument('--n-train-sql', type=int, default=150, help='text-to-SQL training chats (150: the whole training split)')
+    ap.add_argument('--n-train-squad', type=int, default=250, help='SQuAD chats: the larger set')
+    ap.add_argument('--n-val', type=int, default=64)
     ap.add_argument('--epochs', type=float, default=1)
     ap.add_argument('--lr', type=float, default=2e-4)
     ap.add_argument('--max-length', type=int, default=1024)
@@ -182,10 +184,10 @@ def main():
     from finetune_kit.llm_ft import chat_tokens, smollm2_dir
     tok = AutoTokenizer.from_pretrained(smollm2_dir())
     res = {**run_header(__file__), 'versions': package_versions(('finetune_kit', 'trl', 'peft', 'transformers', 'torch')),
-           'args': {k: getattr(a, k) for k in ('n_train', 'n_val', 'epochs', 'lr', 'max_length', 'seed')}, 'sets': {}}
+           'args': {k: getattr(a, k) for k in ('n_train_sql', 'n_train_squad', 'n_val', 'epochs', 'lr', 'max_length', 'seed')}, 'sets': {}}
     for s in a.sets.split(','):
         train, val = sql_chats(a.seed) if s == 'sql' else squad_chats(a.data, a.seed)
-        train, val = fitting(train, a.n_train, a.max_length, a.seed), fitting(val, a.n_val, a.max_length, a.seed)
+        train, val = fitting(train, a.n_train_sql if s == 'sql' else a.n_train_squad, a.max_length, a.seed), fitting(val, a.n_val, a.max_length, a.seed)
         d = Path(a.run_dir) / s; d.mkdir(parents=True, exist_ok=True)
         (d / 'train.json').write_text(json.dumps(train)); (d / 'val.json').write_text(json.dumps(val))
         lens = [len(chat_tokens(tok, c)['input_ids']) for c in train]
