@@ -360,7 +360,7 @@ def _estimate_line(est: dict) -> str:
 def _finetune_hosted(a):
     "`ftk finetune-llm --model openai:MODEL`: start (or re-attach to) the hosted job, wait, report."
     from finetune_kit.hosted_ft import start_hosted, finish_hosted, plot_loss, HostedJobError
-    ft, state = start_hosted(a.train, a.out, a.model.removeprefix('openai:'), a.val, a.method, a.epochs, a.batch_size,
+    ft, state = start_hosted(a.train, a.out, a.model.removeprefix('openai:'), a.val, a.method, _whole(a.epochs, 'a hosted job'), a.batch_size,
                              a.lr_multiplier, a.beta, a.suffix, a.seed, a.base_url)
     print(f"{_estimate_line(state['estimate'])}\njob {state['job_id']} (recorded in {Path(a.out)/'job.json'}); waiting", file=sys.stderr, flush=True)
     try: chat = finish_hosted(ft, ft.wait(state['job_id'], a.poll_s), state, Path(a.out))
