@@ -9,9 +9,10 @@ from pathlib import Path
 from .core import FtkError, QADataset, hub_name, load_documents, make_nodes, python_docs, split_by_doc
 
 # %% auto #0
-__all__ = ['BAD_INPUT', 'LLM_RUN_KEYS', 'COMMANDS', 'UsageError', 'cmd_generate_qa', 'cmd_finetune_embeddings',
-           'cmd_eval_retrieval', 'cmd_finetune_reranker', 'cmd_finetune_adapter', 'cmd_finetune_router', 'cmd_route',
-           'cmd_finetune_llm', 'cmd_eval_sql', 'cmd_serve', 'quickstart', 'cmd_quickstart', 'build_parser', 'main']
+__all__ = ['BAD_INPUT', 'LLM_RUN_KEYS', 'HOSTED_ONLY', 'CHECK_KEYS', 'COMMANDS', 'UsageError', 'cmd_generate_qa',
+           'cmd_finetune_embeddings', 'cmd_eval_retrieval', 'cmd_finetune_reranker', 'cmd_finetune_adapter',
+           'cmd_finetune_router', 'cmd_route', 'cmd_finetune_llm', 'cmd_check_chat', 'cmd_eval_sql', 'cmd_serve',
+           'quickstart', 'cmd_quickstart', 'build_parser', 'main']
 
 # %% ../nbs/30_cli.ipynb #5dcbfda3
 class UsageError(FtkError):
@@ -86,7 +87,8 @@ def _trainer_args(p, train: str, val: str, model: str, epochs, batch_size: int, 
     p.add_argument('--model', default=None, help=model)
     (d, h) = _default(epochs, 'passes over the training data' + ('' if whole else ' (fractions allowed)'))
     p.add_argument('--epochs', type=_epochs, default=d, help=h)
-    p.add_argument('--batch-size', type=int, default=batch_size, help='examples per training step')
+    (d, h) = _default(batch_size, 'examples per training step')
+    p.add_argument('--batch-size', type=int, default=d, help=h)
     (d, h) = _default(lr, 'learning rate')
     p.add_argument('--lr', type=float, default=d, help=h)
     p.add_argument('--seed', type=int, default=0, help='random seed (initialisation, shuffling)')
@@ -326,12 +328,18 @@ def _p_route(sub):
 # %% ../nbs/30_cli.ipynb #2b0cd811
 LLM_RUN_KEYS = ('train_loss', 'val_loss_before', 'val_loss_after', 'n_train_tokens', 'tokens_per_s', 'wall_s', 'model_dir',
                 'adapter_dir', 'n_train', 'n_dropped_too_long', 'steps', 'peak_rss_mb')
+HOSTED_ONLY = ('lr_multiplier', 'beta', 'suffix', 'base_url')
 
 def cmd_finetune_llm(a):
+    if a.cancel: return _cancel_hosted(a)
+    if a.train is None or a.out is None: raise UsageError('finetune-llm needs --train and --out (or --cancel OUT)')
+    if str(a.model).startswith('openai:'): return _finetune_hosted(a)
+    if given := [f"--{k.replace('_', '-')}" for k in HOSTED_ONLY if getattr(a, k) is not None] + (['--method dpo'] if a.method == 'dpo' else []):
+        raise UsageError(f"{', '.join(given)}: only for a hosted job (--model openai:MODEL); the local fine-tuner trains supervised")
     from finetune_kit.llm_ft import finetune_llm, read_chat_jsonl
     train, val = read_chat_jsonl(a.train), (read_chat_jsonl(a.val) if a.val else None)
-    chat = finetune_llm(train, a.out, model=a.model, val=val, epochs=a.epochs, learning_rate=a.lr, lora_r=a.lora_r,
-                        max_length=a.max_length, batch_size=a.batch_size, seed=a.seed)
+    chat = finetune_llm(train, a.out, model=a.model, val=val, learning_rate=a.lr, lora_r=a.lora_r, max_length=a.max_length, seed=a.seed,
+                        **{k: v for k, v in (('epochs', a.epochs), ('batch_size', a.batch_size)) if v is not None})
     info = chat.run_info
     print(f"trained on {info['n_train']} chats ({info['n_dropped_too_long']} over {a.max_length} tokens dropped), "
           f"{info['tokens_per_s']:.0f} tokens/s, {info['wall_s']:.0f} s; train loss {info['train_loss']:.3f}")
@@ -339,15 +347,90 @@ def cmd_finetune_llm(a):
     print(f"saved the merged model to {info['model_dir']} and the LoRA adapter to {info['adapter_dir']}; serve it: ftk serve --model local:{a.out}")
     if a.json: print(json.dumps({k: info[k] for k in LLM_RUN_KEYS if k in info and (val is not None or 'val_loss' not in k)}))
 
+# %% ../nbs/30_cli.ipynb #e5a1b2c1
+def _hosted_json(state: dict) -> str:
+    return json.dumps({k: state.get(k) for k in ('job_id', 'status', 'fine_tuned_model', 'trained_tokens')} |
+                      {'billed_tokens_estimate': (state.get('estimate') or {}).get('billed_tokens'), 'results': state.get('results')})
+
+def _estimate_line(est: dict) -> str:
+    return (f"{est['n_examples']} training examples, {est['n_tokens']:,} tokens ({est['tokenizer']}), {est['n_too_long']} over the context; "
+            f"{est['epochs']} epochs: {est['billed_tokens']:,} billed tokens")
+
+# %% ../nbs/30_cli.ipynb #e5a1b2c2
+def _finetune_hosted(a):
+    "`ftk finetune-llm --model openai:MODEL`: start (or re-attach to) the hosted job, wait, report."
+    from finetune_kit.hosted_ft import start_hosted, finish_hosted, plot_loss, HostedJobError
+    ft, state = start_hosted(a.train, a.out, a.model.removeprefix('openai:'), a.val, a.method, _whole(a.epochs, 'a hosted job'), a.batch_size,
+                             a.lr_multiplier, a.beta, a.suffix, a.seed, a.base_url)
+    print(f"{_estimate_line(state['estimate'])}\njob {state['job_id']} (recorded in {Path(a.out)/'job.json'}); waiting", file=sys.stderr, flush=True)
+    try: chat = finish_hosted(ft, ft.wait(state['job_id'], a.poll_s), state, Path(a.out))
+    except KeyboardInterrupt:
+        print(f"stopped waiting; job {state['job_id']} goes on: rerun this command to re-attach, or ftk finetune-llm --cancel {a.out}", file=sys.stderr)
+        sys.exit(130)
+    except HostedJobError:
+        if a.json: print(_hosted_json(state))
+        raise
+    if state.get('results'): plot_loss(state['results'], Path(a.out)/'loss.png')
+    print(f"job {state['job_id']} succeeded: fine-tuned model {state['fine_tuned_model']} ({state['trained_tokens']} trained tokens); "
+          f"use it as --model openai:{state['fine_tuned_model']}" + (f"; loss curve in {Path(a.out)/'loss.png'}" if state.get('results') else ''))
+    if a.json: print(_hosted_json(chat.run_info))
+
+# %% ../nbs/30_cli.ipynb #e5a1b2c3
+def _cancel_hosted(a):
+    from finetune_kit.hosted_ft import cancel_hosted, load_job
+    status = cancel_hosted(a.cancel, a.base_url)
+    print(f"job {load_job(a.cancel)['job_id']}: {status}")
+    if a.json: print(json.dumps({'job_id': load_job(a.cancel)['job_id'], 'status': status}))
+
 # %% ../nbs/30_cli.ipynb #d47a1ebe
 def _p_finetune_llm(sub):
-    f = _command(sub, 'finetune-llm', cmd_finetune_llm, "LoRA-fine-tune a local LLM on chat data (OpenAI's fine-tuning JSONL)")
-    _trainer_args(f, 'chat JSONL to train on', 'chat JSONL: validation loss before and after',
-                  "'local' (bundled SmolLM2), 'local:PATH' (a transformers folder or .gguf) or a hub name (default: local)",
-                  epochs=3, batch_size=8, lr=2e-4)
-    f.add_argument('--lora-r', type=int, default=8, help='LoRA rank (alpha is twice it)')
-    f.add_argument('--max-length', type=int, default=1024, help='max tokens per chat (longer chats are dropped, not cut)')
-    _json_arg(f)
+    f = _command(sub, 'finetune-llm', cmd_finetune_llm,
+                 "fine-tune an LLM on chat data (OpenAI's fine-tuning JSONL): LoRA on a local model, or a hosted job (--model openai:MODEL)")
+    _trainer_args(f, 'chat JSONL to train on', 'chat JSONL: validation loss before and after (hosted: the job reports it)',
+                  "'local' (bundled SmolLM2), 'local:PATH' (a transformers folder or .gguf), a hub name, or openai:MODEL "
+                  "for a hosted job (default: local)", epochs="3 for a local model; the platform's choice for openai:MODEL",
+                  batch_size="8 for a local model; the platform's choice for openai:MODEL", lr=2e-4)
+    f._option_string_actions['--train'].required = f._option_string_actions['--out'].required = False   # not with --cancel
+    f.add_argument('--lora-r', type=int, default=8, help='LoRA rank (alpha is twice it); local only')
+    f.add_argument('--max-length', type=int, default=1024, help='max tokens per chat (longer chats are dropped, not cut); local only')
+    _hosted_args(f); _json_arg(f)
+
+def _hosted_args(f):
+    "The flags of a hosted job (`--model openai:MODEL`)."
+    _base_url(f, '--model')
+    f.add_argument('--method', choices=('supervised', 'dpo'), default='supervised', help='hosted: supervised, or dpo on preference pairs')
+    f.add_argument('--lr-multiplier', type=float, default=None, help="hosted: learning rate multiplier (default: the platform's)")
+    f.add_argument('--beta', type=float, default=None, help="hosted dpo: beta (default: the platform's)")
+    f.add_argument('--suffix', default=None, help='hosted: suffix of the fine-tuned model name')
+    f.add_argument('--poll-s', type=float, default=10.0, help='hosted: seconds between status checks')
+    f.add_argument('--cancel', type=Path, default=None, metavar='OUT', help='cancel the hosted job recorded in OUT/job.json')
+
+# %% ../nbs/30_cli.ipynb #e5a1b2c5
+CHECK_KEYS = ('n_examples', 'n_errors', 'n_tokens', 'billed_tokens', 'epochs')
+
+def cmd_check_chat(a):
+    from finetune_kit.chat_data import read_chat_jsonl, chat_stats, ChatDataError
+    try: examples = read_chat_jsonl(a.file, max_problems=a.max_errors, kind='auto')
+    except ChatDataError as e:
+        print('\n'.join(e.lines() + ([f"{a.file}: ... and {e.n_problems - len(e.problems)} more"] if e.n_problems > len(e.problems) else [])), file=sys.stderr)
+        if a.json: print(json.dumps(dict.fromkeys(CHECK_KEYS) | {'n_errors': e.n_problems}))
+        sys.exit(2)
+    st = chat_stats(examples, a.model, price_per_1m=a.price_per_1m)
+    t, m = st['tokens_per_example'], st['messages_per_example']
+    print(f"{a.file}: {st['n_examples']} examples, no errors\nmessages per example: {m['min']}-{m['max']} (mean {m['mean']})\n"
+          f"tokens per example: {t['min']}-{t['max']} (mean {t['mean']}), {st['n_tokens']:,} in all; {st['tokenizer']}\n"
+          f"{st['n_too_long']} over the {st['context']:,}-token context; {st['n_without_system']} without a system message\n"
+          f"{st['epochs']} epochs: {st['billed_tokens']:,} billed tokens" + (f", ${st['cost']}" if st['cost'] is not None else ''))
+    if a.json: print(json.dumps({**{k: st[k] for k in CHECK_KEYS if k in st}, 'n_errors': 0, **st}))
+
+# %% ../nbs/30_cli.ipynb #e5a1b2c6
+def _p_check_chat(sub):
+    c = _command(sub, 'check-chat', cmd_check_chat, "check a chat (or DPO) fine-tuning JSONL file: every error by line and field, or its statistics")
+    c.add_argument('file', type=Path, help='chat fine-tuning JSONL (OpenAI\'s format)')
+    c.add_argument('--model', default='gpt-4o-mini', help="whose tokens: an OpenAI model, 'local' or 'local:PATH'")
+    c.add_argument('--price-per-1m', type=float, default=None, help='dollars per million training tokens, for a cost (no price is built in)')
+    c.add_argument('--max-errors', type=int, default=100, help='errors listed at most')
+    _json_arg(c)
 
 # %% ../nbs/30_cli.ipynb #8aad76b7
 def cmd_eval_sql(a):
@@ -430,7 +513,7 @@ def _p_quickstart(sub):
 
 # %% ../nbs/30_cli.ipynb #d5d4775b
 COMMANDS = [_p_generate_qa, _p_finetune_embeddings, _p_eval_retrieval, _p_finetune_adapter, _p_finetune_router, _p_route,
-            _p_finetune_reranker, _p_finetune_llm, _p_eval_sql, _p_serve, _p_quickstart]
+            _p_finetune_reranker, _p_finetune_llm, _p_check_chat, _p_eval_sql, _p_serve, _p_quickstart]
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='ftk', description='finetune_kit: fine-tune the learned parts of a RAG system.')

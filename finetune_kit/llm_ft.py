@@ -10,91 +10,12 @@ from typing import Sequence
 from .core import FtkError, hub_name
 from .models import smollm2_path
 from .llm import LocalChat
+from .chat_data import ROLES, ChatDataError, message_problems, chat_problems, check_chat, read_chat_jsonl, template_messages
 from .training import training_args, train_resumable, finish_run
 
 # %% auto #0
-__all__ = ['ROLES', 'ChatDataError', 'message_problems', 'chat_problems', 'check_chat', 'read_chat_jsonl', 'cache_dir',
-           'gguf_to_folder', 'smollm2_dir', 'template_messages', 'chat_tokens', 'answer_loss', 'reset_peak_rss',
-           'peak_rss_mb', 'finetune_llm']
-
-# %% ../nbs/21_llm_finetune.ipynb #9fb75079
-ROLES = ('system', 'user', 'assistant', 'tool')
-
-class ChatDataError(FtkError, ValueError):
-    "Chat fine-tuning data with bad lines; `problems` holds (line, field, problem) tuples, at most a cap of them."
-    def __init__(self, source: str, problems: list[tuple[int, str, str]], n_problems: int):
-        self.source, self.problems, self.n_problems = source, problems, n_problems
-        lines = [f"  line {n}{', ' + f if f else ''}: {p}" for n, f, p in problems]
-        more = [f"  ... and {n_problems - len(problems)} more"] if n_problems > len(problems) else []
-        super().__init__('\n'.join([f"{source}: {n_problems} problem{'s' * (n_problems != 1)}"] + lines + more))
-
-# %% ../nbs/21_llm_finetune.ipynb #fa03b15f
-def _is_text(c) -> bool:
-    "A string, or a list of OpenAI text parts."
-    return isinstance(c, str) or (isinstance(c, list) and all(
-        isinstance(p, dict) and p.get('type') == 'text' and isinstance(p.get('text'), str) for p in c))
-
-def _tool_call_problems(calls, f: str) -> list[tuple[str, str]]:
-    if not isinstance(calls, list): return [(f, 'not a list')]
-    return [(f'{f}[{i}].function', 'needs a name and arguments (a JSON string)') for i, c in enumerate(calls)
-            if not (isinstance(c, dict) and isinstance(c.get('function'), dict) and isinstance(c['function'].get('name'), str)
-                    and isinstance(c['function'].get('arguments'), str))]
-
-# %% ../nbs/21_llm_finetune.ipynb #acaa6c23
-def message_problems(m, f: str = 'message') -> list[tuple[str, str]]:
-    "What is wrong with one message, as (field, problem) pairs; `f` names it (e.g. `messages[2]`)."
-    if not isinstance(m, dict): return [(f, 'not a JSON object')]
-    role, out = m.get('role'), []
-    if role not in ROLES: out.append((f'{f}.role', f"unknown role {role!r} (known: {', '.join(ROLES)})"))
-    calls = m.get('tool_calls')
-    if not (_is_text(m.get('content')) or (calls and m.get('content') is None)):
-        out.append((f'{f}.content', 'missing' if 'content' not in m else f"not text but {type(m['content']).__name__}"))
-    if calls is not None:
-        out += _tool_call_problems(calls, f'{f}.tool_calls') if role == 'assistant' else [(f'{f}.tool_calls', 'only assistant messages call tools')]
-    if 'weight' in m and (role != 'assistant' or m['weight'] not in (0, 1)):
-        out.append((f'{f}.weight', 'must be 0 or 1' if role == 'assistant' else 'only assistant messages have a weight'))
-    return out
-
-# %% ../nbs/21_llm_finetune.ipynb #df936a0c
-def chat_problems(ex) -> list[tuple[str, str]]:
-    "What is wrong with one chat fine-tuning example, as (field, problem) pairs; empty when nothing is."
-    if not isinstance(ex, dict): return [('', f'not a JSON object but {type(ex).__name__}')]
-    msgs = ex.get('messages')
-    if not isinstance(msgs, list) or not msgs: return [('messages', 'missing' if msgs is None else 'not a non-empty list')]
-    out = [p for i, m in enumerate(msgs) for p in message_problems(m, f'messages[{i}]')]
-    replies = [m for m in msgs if isinstance(m, dict) and m.get('role') == 'assistant']
-    if not replies: out.append(('messages', 'no assistant message'))
-    elif all(m.get('weight', 1) == 0 for m in replies): out.append(('messages', 'every assistant message has weight 0: nothing to learn'))
-    if 'tools' in ex and not isinstance(ex['tools'], list): out.append(('tools', 'not a list'))
-    return out
-
-# %% ../nbs/21_llm_finetune.ipynb #a19e06a1
-def _raise_problems(source: str, problems: list, max_problems: int):
-    if problems: raise ChatDataError(source, problems[:max_problems], len(problems))
-
-def check_chat(examples: Sequence[dict], source: str = 'chat examples', max_problems: int = 20) -> list[dict]:
-    "`examples` if every one is a good chat example, else `ChatDataError` (example *i* is line *i+1*)."
-    examples = list(examples)
-    problems = [(i + 1, f, p) for i, ex in enumerate(examples) for f, p in chat_problems(ex)]
-    _raise_problems(source, problems or ([] if examples else [(0, '', 'no examples')]), max_problems)
-    return examples
-
-# %% ../nbs/21_llm_finetune.ipynb #3b9d76c2
-def _parse_line(text: str):
-    "(example, problems) of one JSONL line."
-    try: ex = json.loads(text)
-    except json.JSONDecodeError as e: return None, [('', f'not valid JSON ({e.msg} at column {e.colno})')]
-    return ex, chat_problems(ex)
-
-def read_chat_jsonl(path: str | Path, max_problems: int = 20) -> list[dict]:
-    "The examples of an OpenAI chat fine-tuning JSONL file, every line checked; `ChatDataError` lists what is wrong."
-    examples, problems = [], []
-    for n, text in enumerate(Path(path).read_text(encoding='utf-8').splitlines(), 1):
-        if not text.strip(): continue
-        ex, probs = _parse_line(text)
-        examples.append(ex); problems += [(n, f, p) for f, p in probs]
-    _raise_problems(str(path), problems or ([] if examples else [(0, '', 'no examples')]), max_problems)
-    return examples
+__all__ = ['cache_dir', 'gguf_to_folder', 'smollm2_dir', 'chat_tokens', 'answer_loss', 'reset_peak_rss', 'peak_rss_mb',
+           'finetune_llm']
 
 # %% ../nbs/21_llm_finetune.ipynb #d19aef25
 def cache_dir() -> Path:
@@ -122,29 +43,6 @@ def gguf_to_folder(gguf: str | Path, dest: str | Path) -> Path:
 def smollm2_dir() -> Path:
     "A trainable transformers folder of the bundled SmolLM2-135M-Instruct (built from its GGUF on first use)."
     return gguf_to_folder(smollm2_path(), cache_dir()/'SmolLM2-135M-Instruct')
-
-# %% ../nbs/21_llm_finetune.ipynb #af9656c4
-def _text(c) -> str: return c if isinstance(c, str) else ''.join(p['text'] for p in c or [])
-
-def _call_text(calls) -> str:
-    "Tool calls as the text the model learns to write."
-    def one(f):
-        try: args = json.loads(f['arguments'])
-        except json.JSONDecodeError: args = f['arguments']
-        return '<tool_call>\n' + json.dumps({'name': f['name'], 'arguments': args}, ensure_ascii=False) + '\n</tool_call>'
-    return '\n'.join(one(c['function']) for c in calls or [])
-
-# %% ../nbs/21_llm_finetune.ipynb #b3232891
-def template_messages(ex: dict) -> tuple[list[dict], list[bool]]:
-    "An example's messages as plain role + text for any chat template, and which of them are learnt."
-    msgs = [{'role': m['role'], 'content': '\n'.join(t for t in (_text(m.get('content')), _call_text(m.get('tool_calls'))) if t)}
-            for m in ex['messages']]
-    learn = [m['role'] == 'assistant' and m.get('weight', 1) == 1 for m in ex['messages']]
-    if ex.get('tools'):
-        tools = 'You can call these tools:\n' + '\n'.join(json.dumps(t, ensure_ascii=False) for t in ex['tools'])
-        if msgs[0]['role'] == 'system': msgs[0]['content'] += '\n\n' + tools
-        else: msgs, learn = [{'role': 'system', 'content': tools}] + msgs, [False] + learn
-    return msgs, learn
 
 # %% ../nbs/21_llm_finetune.ipynb #f2bd269b
 def _learn_spans(tok, msgs: list[dict], learn: list[bool]) -> tuple[str, list[tuple[int, int]]]:
