@@ -5,6 +5,8 @@
 # %% ../nbs/25_explore.ipynb #4730f6bc
 from __future__ import annotations
 import html
+import os
+import re
 import textwrap
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -93,10 +95,15 @@ def _esc(s, n: int | None = None) -> str:
     s = str(s)
     return html.escape(textwrap.shorten(s, n, placeholder=' …') if n and len(s) > n else s)
 
-def _items_html(name: str, items: list[Item]) -> str:
-    "One ranked list as an HTML column, hits marked."
+def _prefix(row: Row) -> str:
+    "What all of a row's listed ids start with, up to a separator (`Reddit#3`, `Reddit#12`: `Reddit`); the lists leave it out."
+    m = re.match(r'(?s).*(?=[^0-9A-Za-z])', os.path.commonprefix([it.id for its in row.ranked.values() for it in its]))
+    return m.group(0) if m else ''
+
+def _items_html(name: str, items: list[Item], pre: str = '') -> str:
+    "One ranked list as an HTML column, hits marked, ids without `pre`."
     li = lambda it: (f'<li class="ftk-hit" title="{_esc(it.text)}"><span class="ftk-ok">✓</span> ' if it.hit else f'<li title="{_esc(it.text)}">'
-                     ) + f'<span class="ftk-id">{_esc(it.id)}</span> {_esc(it.text, 260)}</li>'
+                     ) + f'<span class="ftk-id">{_esc(it.id[len(pre):])}</span> {_esc(it.text, 260)}</li>'
     return f'<div class="ftk-col"><b>{_esc(name)}</b><ol>{"".join(map(li, items)) or "<i>(empty)</i>"}</ol></div>'
 
 # %% ../nbs/25_explore.ipynb #534cea36
@@ -104,7 +111,7 @@ def row_html(row: Row) -> str:
     "One row as HTML: the title, the fields (a long one as a block), the ranked lists side by side."
     fld = lambda k, v: (f'<div class="ftk-field"><b>{_esc(k)}</b></div><div class="ftk-block">{_esc(v)}</div>' if len(v) > 120
                         else f'<div class="ftk-field"><b>{_esc(k)}</b>{_esc(v)}</div>')
-    cols = ''.join(_items_html(n, its) for n, its in row.ranked.items())
+    cols = ''.join(_items_html(n, its, _prefix(row)) for n, its in row.ranked.items())
     return f'<h4>{_esc(row.title)}</h4>' + ''.join(fld(k, str(v)) for k, v in row.fields.items()) + (f'<div class="ftk-cols">{cols}</div>' if cols else '')
 
 # %% ../nbs/25_explore.ipynb #8b04d6d5
@@ -123,8 +130,8 @@ def _repr_html_(self: Browser) -> str:
 def _row_text(row: Row, width: int = 120) -> str:
     "One row as plain text: the title, the fields, then the ranked lists as a table, hits marked `*`."
     out = [row.title] + [f'  {k}: ' + textwrap.shorten(str(v), max(20, width - len(k) - 4)) for k, v in row.fields.items()]
-    names, w = list(row.ranked), (width - 4) // max(len(row.ranked), 1) - 3
-    cell = lambda its, j: (('* ' if its[j].hit else '  ') + textwrap.shorten(f'{its[j].id} {its[j].text}', w - 2)) if j < len(its) else ''
+    names, w, pre = list(row.ranked), (width - 4) // max(len(row.ranked), 1) - 3, _prefix(row)
+    cell = lambda its, j: (('* ' if its[j].hit else '  ') + textwrap.shorten(f'{its[j].id[len(pre):]} {its[j].text}', w - 2)) if j < len(its) else ''
     if names: out.append('   ' + ' | '.join(f'  {n:<{w - 2}}' for n in names))
     out += [f'{j + 1:>2} ' + ' | '.join(f'{cell(row.ranked[n], j):<{w}}' for n in names) for j in range(max(map(len, row.ranked.values()), default=0))]
     return '\n'.join(o.rstrip() for o in out)
