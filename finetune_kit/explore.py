@@ -103,7 +103,7 @@ def _prefix(row: Row) -> str:
 def _items_html(name: str, items: list[Item], pre: str = '') -> str:
     "One ranked list as an HTML column, hits marked, ids without `pre`."
     li = lambda it: (f'<li class="ftk-hit" title="{_esc(it.text)}"><span class="ftk-ok">✓</span> ' if it.hit else f'<li title="{_esc(it.text)}">'
-                     ) + f'<span class="ftk-id">{_esc(it.id[len(pre):])}</span> {_esc(it.text, 260)}</li>'
+                     ) + f'<span class="ftk-id">{_esc(it.id[len(pre):])}</span> {_esc(it.text, 200)}</li>'
     return f'<div class="ftk-col"><b>{_esc(name)}</b><ol>{"".join(map(li, items)) or "<i>(empty)</i>"}</ol></div>'
 
 # %% ../nbs/25_explore.ipynb #534cea36
@@ -154,7 +154,7 @@ def widget(self: Browser):
         u = SimpleNamespace(filter=W.ToggleButtons(options=[(f'{n} ({c})', n) for n, c in self.counts().items()], value=self.filter),
                             prev=W.Button(description='◀ previous'), next=W.Button(description='next ▶'),
                             page=W.BoundedIntText(min=1, max=1, layout=W.Layout(width='90px')), of=W.Label(), body=W.HTML())
-        u.box = W.VBox([W.HTML(f'<b>{_esc(self.title)}</b>'), u.filter, W.HBox([u.prev, u.page, u.of, u.next]), u.body])
+        u.box = W.VBox([W.HTML(f'{_CSS}<div class="ftk-b"><h4>{_esc(self.title)}</h4></div>'), u.filter, W.HBox([u.prev, u.page, u.of, u.next]), u.body])
         u.filter.observe(lambda c: self._syncing or self.show(filter=c['new']), 'value')
         u.page.observe(lambda c: self._syncing or self.show(page=c['new'] - 1), 'value')
         u.prev.on_click(lambda _: self.show(page=self.page - 1)); u.next.on_click(lambda _: self.show(page=self.page + 1))

@@ -4,7 +4,8 @@
 # For each notebook: execute it in a Jupyter kernel (nbconvert; the widget state is saved), keep the cells
 # whose outputs are widgets, export them to HTML with the widget manager, and let headless Chromium draw it.
 # Writes nbs/images/<name>.png (the widget) and <name>_static.png (the static-HTML view the docs and GitHub
-# show), <name> from the notebook: 25_explore -> explore_retrieval. Needs the [dev] extra (jupyter, ipywidgets),
+# show), <name> from the notebook: 25_explore -> explore_retrieval. (A page with MathJax's CDN link: it fails
+# offline, harmlessly; everything the widgets need is local.) Needs the [dev] extra (jupyter, ipywidgets),
 # chromium (Debian: apt-get install -y chromium) and npm: the widget manager (@jupyter-widgets/html-manager)
 # and require.js come from the npm registry into $FTK_JS_CACHE, because nbconvert's CDN links may be unreachable.
 set -euo pipefail
@@ -30,7 +31,8 @@ from PIL import Image, ImageChops
 p = sys.argv[1]; im = Image.open(p).convert('RGB')
 box = ImageChops.difference(im, Image.new('RGB', im.size, 'white')).getbbox()
 if box is None: sys.exit(f'{p}: the page is blank')
-l, t, r, b = box; im.crop((max(l - 16, 0), max(t - 16, 0), min(r + 16, im.width), min(b + 16, im.height))).save(p, optimize=True)
+l, t, r, b = box; im = im.crop((max(l - 16, 0), max(t - 16, 0), min(r + 16, im.width), min(b + 16, im.height)))
+im.quantize(256, method=Image.Quantize.MEDIANCUT).save(p, optimize=True)   # a page of flat colours: 256 of them lose nothing visible
 print(p, Image.open(p).size)
 PY
 }
@@ -39,11 +41,12 @@ for nb in "${@:-$root/nbs/25_explore.ipynb}"; do
   nb=$(cd "$(dirname "$nb")" && pwd)/$(basename "$nb"); stem=$(basename "$nb" .ipynb); name=${names[$stem]:-${stem#*_}}
   jupyter nbconvert --to notebook --execute "$nb" --output "$work/$stem.ipynb" --ExecutePreprocessor.timeout=1800 --log-level=WARN
   python - "$work/$stem.ipynb" <<'PY'
-# keep the cells whose outputs are widgets; a twin without the widget view shows the static HTML
+# keep the cells that show a browser (a widget whose HTML fallback is a browser's); a twin without the widget view shows the static HTML
 import json, sys, copy
 p = sys.argv[1]; nb = json.load(open(p))
 wv = 'application/vnd.jupyter.widget-view+json'
-nb['cells'] = [c for c in nb['cells'] if any(wv in o.get('data', {}) for o in c.get('outputs', []))]
+browser = lambda o: wv in o.get('data', {}) and 'class="ftk-b"' in ''.join(o['data'].get('text/html', ''))
+nb['cells'] = [dict(c, outputs=[o for o in c['outputs'] if browser(o)]) for c in nb['cells'] if any(map(browser, c.get('outputs', [])))]
 if not nb['cells']: sys.exit(f'{p}: no cell shows a widget')
 if 'widgets' not in nb['metadata']: sys.exit(f'{p}: no widget state saved')
 json.dump(nb, open(p.replace('.ipynb', '_widget.ipynb'), 'w'))
@@ -57,7 +60,6 @@ PY
       --HTMLExporter.widget_renderer_url="file://$cache/html-manager/dist/embed-amd.js" \
       --HTMLExporter.require_js_url="file://$cache/requirejs/require.js"
   done
-  if grep -o 'src="https\?://[^"]*"' "$work/${stem}_widget.html"; then echo "the page still loads scripts from the network" >&2; fi
   shot "$work/${stem}_widget.html" "$here/$name.png" 1100
   shot "$work/${stem}_static.html" "$here/${name}_static.png" 1100
 done
