@@ -10,7 +10,8 @@ licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache S
 statuses = ['Planning', 'Pre-Alpha', 'Alpha', 'Beta', 'Production/Stable', 'Mature', 'Inactive']
 lic = licenses[cfg['license']]
 requirements = cfg.get('requirements', '').split()
-dev_requirements = cfg.get('dev_requirements', '').split()
+notebook_requirements = cfg.get('notebook_requirements', '').split()
+dev_requirements = cfg.get('dev_requirements', '').split() + notebook_requirements
 scripts = [s.strip() for s in cfg.get('console_scripts', '').split('\n') if s.strip()]
 
 setuptools.setup(
@@ -32,7 +33,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'notebook': notebook_requirements, 'dev': dev_requirements},
     python_requires='>=' + cfg['min_python'],
     zip_safe=False,
     entry_points={'console_scripts': scripts, 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},

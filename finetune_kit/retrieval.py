@@ -69,7 +69,7 @@ def query_metrics(ranked: Sequence[str], relevant: Sequence[str]) -> dict:
 # %% ../nbs/05_retrieval.ipynb #3db43365
 @dataclass
 class RetrievalResult:
-    "Mean metrics and the per-query table of one evaluation."
+    "Mean metrics and the per-query table of one evaluation (its `ranked` column keeps each query's ranked ids)."
     metrics: dict
     per_query: pd.DataFrame
     def __repr__(self): return 'RetrievalResult(' + ', '.join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in self.metrics.items()) + ')'
@@ -77,7 +77,8 @@ class RetrievalResult:
 def score_rankings(ds: QADataset, rankings: dict[str, Sequence[str]]) -> RetrievalResult:
     "Evaluate ranked id lists (`{query_id: [corpus_id, ...]}`, best first) against `ds.relevant_docs`."
     rows = [{'query_id': q, 'query': ds.queries[q], **query_metrics(rankings[q], ds.relevant_docs[q]),
-             'top': rankings[q][0] if len(rankings[q]) else None, 'relevant': ds.relevant_docs[q]} for q in ds.queries]
+             'top': rankings[q][0] if len(rankings[q]) else None, 'relevant': ds.relevant_docs[q],
+             'ranked': list(rankings[q])} for q in ds.queries]
     df = pd.DataFrame(rows)
     metrics = {m: float(df[m].mean()) if len(df) else 0.0 for m in METRICS}
     metrics['n_queries'] = len(df)
