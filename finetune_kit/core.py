@@ -12,8 +12,8 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['TEXT_SUFFIXES', 'RUN_INFO', 'FtkError', 'DatasetError', 'load_documents', 'python_docs', 'Node', 'chunk_text',
-           'make_nodes', 'append_jsonl', 'read_jsonl', 'QADataset', 'write_json_atomic', 'write_run_info', 'load_squad',
-           'subset', 'split_by_doc', 'sample_queries', 'seed_everything', 'hub_name']
+           'make_nodes', 'append_jsonl', 'read_jsonl', 'QADataset', 'write_json_atomic', 'write_run_info',
+           'squad_dataset', 'load_squad', 'subset', 'split_by_doc', 'sample_queries', 'seed_everything', 'hub_name']
 
 # %% ../nbs/00_core.ipynb #d81855a7
 class FtkError(Exception):
@@ -119,6 +119,7 @@ class QADataset:
     corpus: dict[str, str]
     relevant_docs: dict[str, list[str]]
     mode: str = 'text'
+    responses: dict[str, list[str]] | None = None   # reference answers per query (optional)
 
     def __post_init__(self): self.validate()
     def __len__(self): return len(self.queries)
@@ -127,6 +128,18 @@ class QADataset:
 # %% ../nbs/00_core.ipynb #f7d5a5a1
 def _check(ok, path, msg):
     if not ok: raise DatasetError(f"{path}: {msg}")
+
+def _checked_responses(responses, queries, source) -> dict[str, list[str]]:
+    "`responses` with every answer a list of non-empty texts (plain text becomes a one-item list)."
+    _check(isinstance(responses, dict), source, f"field 'responses' must be an object, got {type(responses).__name__}")
+    out = {}
+    for qid, ans in responses.items():
+        _check(qid in queries, source, f"field 'responses' names query '{qid}' that is not in 'queries'")
+        ans = [ans] if isinstance(ans, str) else ans
+        ok = isinstance(ans, list) and len(ans) > 0 and all(isinstance(a, str) and a.strip() for a in ans)
+        _check(ok, source, f"field 'responses'['{qid}'] must be a non-empty text or a non-empty list of texts")
+        out[qid] = ans
+    return out
 
 @patch
 def validate(self: QADataset, source='QADataset'):
@@ -143,6 +156,16 @@ def validate(self: QADataset, source='QADataset'):
         _check(qid in self.queries, source, f"field 'relevant_docs' names query '{qid}' that is not in 'queries'")
         _check(isinstance(ids, list) and len(ids) > 0, source, f"field 'relevant_docs'['{qid}'] must be a non-empty list")
         for i in ids: _check(i in self.corpus, source, f"field 'relevant_docs'['{qid}'] names doc '{i}' that is not in 'corpus'")
+    if self.responses is not None: self.responses = _checked_responses(self.responses, self.queries, source)
+    return self
+
+# %% ../nbs/00_core.ipynb #9d5f97c9
+@patch
+def require_responses(self: QADataset, source='QADataset') -> QADataset:
+    "Raise `DatasetError` naming `source` and the first question without a reference answer."
+    _check(self.responses, source, "has no answers (field 'responses'; a SQuAD-format file gives them)")
+    missing = [q for q in self.queries if q not in self.responses]
+    _check(not missing, source, f"question '{missing[0] if missing else ''}' has no answer in 'responses' ({len(missing)} of {len(self.queries)} have none)")
     return self
 
 # %% ../nbs/00_core.ipynb #7f801f81
@@ -163,21 +186,25 @@ def write_json_atomic(path: str | Path, obj):
 @patch
 def save_json(self: QADataset, path: str | Path):
     "Write the dataset atomically (a crash never leaves half a file)."
-    write_json_atomic(path, {'queries': self.queries, 'corpus': self.corpus,
-                             'relevant_docs': self.relevant_docs, 'mode': self.mode})
+    d = {'queries': self.queries, 'corpus': self.corpus, 'relevant_docs': self.relevant_docs, 'mode': self.mode}
+    # one answer is written as text, as LlamaIndex's QueryResponseDataset writes it
+    if self.responses is not None: d['responses'] = {q: a[0] if len(a) == 1 else a for q, a in self.responses.items()}
+    write_json_atomic(path, d)
 
 # %% ../nbs/00_core.ipynb #492fc646
 @patch(cls_method=True)
 def from_json(cls: QADataset, path: str | Path) -> QADataset:
-    "Load (and validate) a LlamaIndex-style dataset JSON file."
+    "Load (and validate) a LlamaIndex-style dataset JSON file, or a SQuAD-format file."
     path = Path(path)
     _check(path.exists(), path, "no such file")
     try: d = json.loads(path.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise DatasetError(f"{path}: not valid JSON ({e})") from None
     _check(isinstance(d, dict), path, "expected a JSON object with 'queries', 'corpus' and 'relevant_docs'")
+    if 'data' in d and 'queries' not in d: return squad_dataset(d, path)
     for k in ('queries', 'corpus', 'relevant_docs'): _check(k in d, path, f"missing field '{k}'")
     ds = cls.__new__(cls)
     ds.queries, ds.corpus, ds.relevant_docs, ds.mode = d['queries'], d['corpus'], d['relevant_docs'], d.get('mode', 'text')
+    ds.responses = d.get('responses')
     return ds.validate(path)
 
 # %% ../nbs/00_core.ipynb #3addd38d
@@ -189,27 +216,37 @@ def write_run_info(out_dir: str | Path, info: dict) -> dict:
     return info
 
 # %% ../nbs/00_core.ipynb #d20eb50a
+def squad_dataset(d: dict, source='SQuAD data') -> QADataset:
+    "SQuAD-format data (`data -> paragraphs -> context, qas`) as a `QADataset` with every gold answer in `responses`."
+    try:
+        queries, corpus, rel, answers = {}, {}, {}, {}
+        for art in d['data']:
+            for i, para in enumerate(art['paragraphs']):
+                pid = f"{art.get('title', 'doc')}#{i}"
+                corpus[pid] = para['context']
+                for qa in para['qas']:
+                    queries[qa['id']] = qa['question']; rel[qa['id']] = [pid]
+                    texts = list(dict.fromkeys(a['text'] for a in qa.get('answers', []) if a['text'].strip()))
+                    if texts: answers[qa['id']] = texts      # SQuAD 2.0's unanswerable questions have none
+    except (KeyError, TypeError) as e: raise DatasetError(f"{source}: not a SQuAD-format file ({e!r})") from None
+    return QADataset(queries, corpus, rel, responses=answers or None).validate(source)
+
 def load_squad(path: str | Path) -> QADataset:
     "A SQuAD-format file as a `QADataset`: every paragraph a corpus entry, every question a query."
     path = Path(path)
-    try: data = json.loads(path.read_text(encoding='utf-8'))['data']
-    except (json.JSONDecodeError, KeyError, TypeError) as e: raise DatasetError(f"{path}: not a SQuAD-format file ({e!r})") from None
-    queries, corpus, rel = {}, {}, {}
-    for art in data:
-        for i, para in enumerate(art['paragraphs']):
-            pid = f"{art.get('title', 'doc')}#{i}"
-            corpus[pid] = para['context']
-            for qa in para['qas']:
-                queries[qa['id']] = qa['question']; rel[qa['id']] = [pid]
-    return QADataset(queries, corpus, rel).validate(path)
+    try: d = json.loads(path.read_text(encoding='utf-8'))
+    except json.JSONDecodeError as e: raise DatasetError(f"{path}: not a SQuAD-format file ({e!r})") from None
+    _check(isinstance(d, dict), path, "not a SQuAD-format file (expected an object with 'data')")
+    return squad_dataset(d, path)
 
 # %% ../nbs/00_core.ipynb #7b93e5fd
 def subset(ds: QADataset, query_ids: Iterable[str], corpus_ids: Iterable[str] | None = None) -> QADataset:
     "The dataset restricted to `query_ids`, with `corpus_ids` (default: the whole corpus)."
     qids = list(query_ids)
     corpus = ds.corpus if corpus_ids is None else {c: ds.corpus[c] for c in corpus_ids}
+    responses = None if ds.responses is None else {q: ds.responses[q] for q in qids if q in ds.responses}
     return QADataset({q: ds.queries[q] for q in qids}, corpus,
-                     {q: [c for c in ds.relevant_docs[q] if c in corpus] for q in qids}, ds.mode)
+                     {q: [c for c in ds.relevant_docs[q] if c in corpus] for q in qids}, ds.mode, responses)
 
 # %% ../nbs/00_core.ipynb #eb53e88d
 def split_by_doc(ds: QADataset, val_frac: float = 0.5, seed: int = 0,
