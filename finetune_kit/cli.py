@@ -9,10 +9,10 @@ from pathlib import Path
 from .core import FtkError, QADataset, hub_name, load_documents, make_nodes, python_docs, split_by_doc
 
 # %% auto #0
-__all__ = ['BAD_INPUT', 'LLM_RUN_KEYS', 'HOSTED_ONLY', 'CHECK_KEYS', 'COMMANDS', 'UsageError', 'cmd_generate_qa',
+__all__ = ['BAD_INPUT', 'LLM_RUN_KEYS', 'HOSTED_ONLY', 'CHECK_KEYS', 'RAG_KEYS', 'COMMANDS', 'UsageError', 'cmd_generate_qa',
            'cmd_finetune_embeddings', 'cmd_eval_retrieval', 'cmd_finetune_reranker', 'cmd_finetune_adapter',
-           'cmd_finetune_router', 'cmd_route', 'cmd_finetune_llm', 'cmd_check_chat', 'cmd_eval_sql', 'cmd_serve',
-           'quickstart', 'cmd_quickstart', 'build_parser', 'main']
+           'cmd_finetune_router', 'cmd_route', 'cmd_finetune_llm', 'cmd_check_chat', 'cmd_eval_sql', 'cmd_radit_data',
+           'cmd_eval_rag', 'cmd_serve', 'quickstart', 'cmd_quickstart', 'build_parser', 'main']
 
 # %% ../nbs/30_cli.ipynb #5dcbfda3
 class UsageError(FtkError):
@@ -449,6 +449,72 @@ def _p_eval_sql(sub):
     e.add_argument('--max-tokens', type=int, default=128, help='tokens per reply')
     _json_arg(e)
 
+# %% ../nbs/30_cli.ipynb #a0dd06d6
+def _qa_with_answers(path: Path) -> QADataset:
+    "The dataset at `path` (QADataset JSON or SQuAD format), every question with a text answer."
+    return QADataset.from_json(path).require_responses(str(path))
+
+def _ranked(ds: QADataset, retriever, base_url, n: int) -> dict:
+    from finetune_kit.embedders import get_embedder
+    from finetune_kit.radit import retrieve
+    return retrieve(ds, get_embedder(_check_model('--retriever', retriever), base_url=base_url), n=n)
+
+def cmd_radit_data(a):
+    from finetune_kit.radit import radit_examples, SYSTEM
+    from finetune_kit.chat_data import write_chat_jsonl
+    ds = _qa_with_answers(a.data)
+    n_distract = a.k - 1 if a.distractors is None else a.distractors
+    ranked = _ranked(ds, a.retriever, a.base_url, a.k + n_distract + 5)      # room for skipping gold passages
+    ex = radit_examples(ds, ranked, k=a.k, joined=a.joined, oracle_frac=a.oracle_frac, distractors=a.distractors,
+                        random_distractors=a.random_distractors, system=a.system if a.system is not None else SYSTEM, seed=a.seed)
+    write_chat_jsonl(a.out, ex)
+    print(f"{a.out}: {len(ex)} examples from {len(ds)} questions")
+    if a.json: print(json.dumps({'n_questions': len(ds), 'n_examples': len(ex), 'k': a.k}))
+
+# %% ../nbs/30_cli.ipynb #7d314f47
+def _p_radit_data(sub):
+    r = _command(sub, 'radit-data', cmd_radit_data, 'retrieval-augmented chat JSONL (RA-DIT; RAFT options) from questions with answers')
+    r.add_argument('--data', required=True, type=Path, help='QADataset JSON with responses, or a SQuAD-format file')
+    r.add_argument('--out', required=True, type=Path, help='chat JSONL to write')
+    r.add_argument('--retriever', default=None, help="embedding model: path, hub name or 'openai:MODEL' (default: bundled MiniLM)")
+    r.add_argument('--k', type=int, default=3, help='retrieved passages per question')
+    r.add_argument('--oracle-frac', type=float, default=None, help='RAFT: fraction of examples holding the gold passage (default: RA-DIT, no RAFT)')
+    r.add_argument('--distractors', type=int, default=None, help='RAFT: non-gold passages per example (default: k-1)')
+    r.add_argument('--random-distractors', action='store_true', help="RAFT: random distractors instead of the retriever's near misses")
+    r.add_argument('--joined', action='store_true', help="one example with the k passages together (LlamaIndex's recipe) instead of k examples")
+    r.add_argument('--system', default=None, help='system prompt (default: the library\'s short-answer prompt)')
+    r.add_argument('--seed', type=int, default=0, help='random seed (RAFT sampling)')
+    _base_url(r, '--retriever'); _json_arg(r)
+
+# %% ../nbs/30_cli.ipynb #d41d4266
+RAG_KEYS = ('em', 'f1', 'n_queries', 'context', 'k', 'questions_per_s')
+
+def cmd_eval_rag(a):
+    from finetune_kit.radit import eval_rag
+    from finetune_kit.core import sample_queries
+    ds = _qa_with_answers(a.data)
+    if a.limit: ds = sample_queries(ds, a.limit, seed=0)        # the corpus stays every passage
+    llm = _llm(a.llm, a.base_url)
+    ranked = _ranked(ds, a.retriever, None, a.k + 5) if a.context in ('retrieved', 'gold+distractors') else None
+    res = eval_rag(llm, ds, ranked, a.context, k=a.k)
+    if a.out: res.table.to_json(a.out, orient='records', lines=True, force_ascii=False)
+    m = res.metrics
+    print(f"{m['context']} (k={m['k']}): EM {100 * m['em']:.1f}  F1 {100 * m['f1']:.1f}  on {m['n_queries']} questions "
+          f"({m['n_failed']} failed replies), {m['questions_per_s']:.2f} questions/s")
+    if a.json: print(json.dumps({k: m[k] for k in RAG_KEYS} | {'n_failed': m['n_failed']}))
+
+def _p_eval_rag(sub):
+    e = _command(sub, 'eval-rag', cmd_eval_rag, "SQuAD exact match and F1 of an LLM's answers over retrieved, gold, gold+distractors or no passages")
+    e.add_argument('--data', required=True, type=Path, help='QADataset JSON with responses, or a SQuAD-format file')
+    e.add_argument('--llm', default='local', help="'local', 'local:DIR' (a model or finetune-llm folder) or 'openai:MODEL'")
+    _base_url(e, '--llm')
+    e.add_argument('--retriever', default=None, help="embedding model: path or hub name (default: bundled MiniLM)")
+    e.add_argument('--k', type=int, default=3, help='passages per question')
+    e.add_argument('--context', default='retrieved', choices=['retrieved', 'gold', 'gold+distractors', 'none'], help='what the LLM is shown')
+    e.add_argument('--limit', type=int, default=None, help='score a seeded sample of this many questions')
+    e.add_argument('--out', type=Path, default=None, help='per-question table (JSONL)')
+    _json_arg(e)
+
 # %% ../nbs/30_cli.ipynb #b058ef23
 def cmd_serve(a):
     from finetune_kit.serve import serve
@@ -513,7 +579,7 @@ def _p_quickstart(sub):
 
 # %% ../nbs/30_cli.ipynb #d5d4775b
 COMMANDS = [_p_generate_qa, _p_finetune_embeddings, _p_eval_retrieval, _p_finetune_adapter, _p_finetune_router, _p_route,
-            _p_finetune_reranker, _p_finetune_llm, _p_check_chat, _p_eval_sql, _p_serve, _p_quickstart]
+            _p_finetune_reranker, _p_finetune_llm, _p_check_chat, _p_eval_sql, _p_radit_data, _p_eval_rag, _p_serve, _p_quickstart]
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='ftk', description='finetune_kit: fine-tune the learned parts of a RAG system.')
