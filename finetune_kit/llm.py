@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 from tqdm.auto import tqdm
 from .core import FtkError, append_jsonl, hub_name, read_jsonl
-from .models import smollm2_path, default_device
+from .models import smollm2_path, default_device, bf16_ok
 from .api import OpenAIBackend
 from fastcore.basics import patch
 
@@ -120,7 +120,8 @@ def _plain(msgs: Messages) -> Messages:
 # %% ../nbs/02_llm.ipynb #d954347b
 class LocalChat(ChatLLM):
     "A local transformers chat model (default: bundled SmolLM2-135M-Instruct), loaded lazily, batched generation."
-    def __init__(self, path: str | Path | None = None, gguf_file: str | None = None, batch_size=16, device=None):
+    def __init__(self, path: str | Path | None = None, gguf_file: str | None = None, batch_size=16, device=None,
+                 dtype: str = 'auto'):  # 'auto': bfloat16 where the device has fast bf16 (AVX512-BF16, a GPU), else float32
         if path is None:
             gguf = smollm2_path()
             path, gguf_file, self.name = gguf.parent, gguf.name, 'local:SmolLM2-135M-Instruct'
@@ -128,7 +129,7 @@ class LocalChat(ChatLLM):
             if gguf_file is None and str(path).endswith('.gguf') and Path(path).is_file():
                 path, gguf_file = Path(path).parent, Path(path).name
             self.name = f"local:{Path(gguf_file).stem if gguf_file else (Path(path).name if Path(path).exists() else path)}"
-        self.path, self.gguf_file, self.batch_size, self.device = str(path), gguf_file, batch_size, device
+        self.path, self.gguf_file, self.batch_size, self.device, self.dtype = str(path), gguf_file, batch_size, device, dtype
         self.model = self.tokenizer = None
 
     def __repr__(self): return f"LocalChat({self.name!r}, loaded={self.model is not None})"
@@ -136,7 +137,7 @@ class LocalChat(ChatLLM):
 # %% ../nbs/02_llm.ipynb #d060e859
 @patch
 def load(self: LocalChat):
-    "Load tokenizer and model (done by the first `generate`)."
+    "Load tokenizer and model (done by the first `generate`); bf16 weights where `bf16_ok`: about 2x faster on CPU."
     if self.model is not None: return self
     import torch
     from transformers import AutoTokenizer, AutoModelForCausalLM
@@ -146,7 +147,8 @@ def load(self: LocalChat):
     tok.padding_side = 'left'
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32, **kw)
-    self.tokenizer, self.model = tok, model.to(self.device).eval()
+    dtype = self.dtype if self.dtype != 'auto' else 'bfloat16' if bf16_ok(self.device) else 'float32'
+    self.tokenizer, self.model = tok, model.to(self.device, getattr(torch, dtype)).eval()
     return self
 
 # %% ../nbs/02_llm.ipynb #87779d0a
