@@ -1,0 +1,66 @@
+"""Judges against people's labels: TruthfulQA correctness (split by question) and HHH pairwise
+(split by prompt). For each data set: the lexical rule (the floor), the base SmolLM2 writing a
+verdict (LLMJudge) and read by its next-token probabilities (TokenProbJudge), and two students
+trained on the training split with the library's defaults: the cross-encoder and SmolLM2 + LoRA.
+A correctness student's threshold is tuned on a dev split carved (by question) from the
+training rows; every judge is scored on the same test rows. Each judge's result is saved as it
+finishes (results/judge.json), so a rerun skips what is done.
+
+    python bench/bench_judge.py [--work /tmp/bench_judge] [--only truthfulqa|hhh] [--fresh]
+"""
+import argparse, json, sys, time
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BENCH
+
+JUDGE_DATA = BENCH.parent/'../shared/data/judge'
+COLS = ['n', 'agreement', 'kappa', 'kappa_ci', 'invalid_rate', 'position_consistency', 'judgments_per_s', 'tokens_per_judgment', 'train_s']
+
+def datasets():
+    from finetune_kit.judge import truthfulqa_rows, hhh_rows, split_rows
+    train, test = split_rows(truthfulqa_rows(JUDGE_DATA/'truthful_qa_questions.json'), test_frac=0.4, seed=0)
+    fit, dev = split_rows(train, test_frac=0.2, seed=1)
+    htrain, htest = split_rows(hhh_rows(sorted(JUDGE_DATA.glob('hhh_*.json'))), test_frac=0.4, seed=0)
+    return {'truthfulqa': ('correctness', fit, dev, test), 'hhh': ('pairwise', htrain, None, htest)}
+
+def judges(kind, fit, dev, work: Path):
+    "(name, a function building the judge, returning (judge, train seconds))."
+    from finetune_kit.judge import LexicalJudge, LLMJudge, TokenProbJudge, finetune_judge
+    def student(s):
+        def build():
+            t = time.perf_counter(); j = finetune_judge(fit, work/f'{kind}-{s}', student=s, dev=dev, show_progress=False)
+            return j, round(time.perf_counter() - t, 1)
+        return build
+    return [('lexical rule', lambda: (LexicalJudge(kind), 0)), ('SmolLM2, written verdict', lambda: (LLMJudge('local', kind), 0)),
+            ('SmolLM2, token probabilities', lambda: (TokenProbJudge('local', kind), 0)),
+            ('cross-encoder student', student('cross-encoder')), ('SmolLM2 + LoRA student', student('local'))]
+
+def report(res: dict) -> str:
+    md = []
+    for ds, rows in res.items():
+        md += [f"**{ds}** ({rows[0]['kind']}, {rows[0]['n']} test rows, {rows[0]['n_train']} training rows)", '',
+               '| judge | ' + ' | '.join(COLS[1:]) + ' |', '|---' * len(COLS) + '|']
+        md += ['| ' + r['judge'] + ' | ' + ' | '.join(str(r.get(c, '')) for c in COLS[1:]) + ' |' for r in rows] + ['']
+    return '\n'.join(md)
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--work', default='/tmp/bench_judge'); ap.add_argument('--only'); ap.add_argument('--fresh', action='store_true')
+    a = ap.parse_args()
+    from finetune_kit.judge import evaluate_judge
+    out = BENCH/'results'; out.mkdir(exist_ok=True)
+    path = out/'judge.json'
+    res = {} if a.fresh or not path.exists() else json.loads(path.read_text())
+    for ds, (kind, fit, dev, test) in datasets().items():
+        if a.only and ds != a.only: continue
+        for name, build in judges(kind, fit, dev, Path(a.work)):
+            if any(r['judge'] == name for r in res.get(ds, [])): continue
+            judge, train_s = build()
+            m = evaluate_judge(judge, test).metrics
+            row = {'judge': name, 'kind': kind, 'n_train': len(fit) + len(dev or []), **m, 'train_s': train_s,
+                   'threshold': getattr(judge, 'threshold', None)}
+            res.setdefault(ds, []).append(row); print(ds, row, flush=True)
+            path.write_text(json.dumps(res, indent=1))
+    (out/'judge.md').write_text(report(res)); print(report(res))
+
+if __name__ == '__main__': main()
