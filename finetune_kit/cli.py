@@ -9,10 +9,11 @@ from pathlib import Path
 from .core import FtkError, QADataset, hub_name, load_documents, make_nodes, python_docs, split_by_doc
 
 # %% auto #0
-__all__ = ['BAD_INPUT', 'LLM_RUN_KEYS', 'HOSTED_ONLY', 'CHECK_KEYS', 'RAG_KEYS', 'COMMANDS', 'UsageError', 'cmd_generate_qa',
-           'cmd_finetune_embeddings', 'cmd_eval_retrieval', 'cmd_finetune_reranker', 'cmd_finetune_adapter',
-           'cmd_finetune_router', 'cmd_route', 'cmd_finetune_llm', 'cmd_check_chat', 'cmd_eval_sql', 'cmd_radit_data',
-           'cmd_eval_rag', 'cmd_serve', 'quickstart', 'cmd_quickstart', 'build_parser', 'main']
+__all__ = ['BAD_INPUT', 'LLM_RUN_KEYS', 'HOSTED_ONLY', 'CHECK_KEYS', 'RAG_KEYS', 'JUDGE_KEYS', 'COMMANDS', 'UsageError',
+           'cmd_generate_qa', 'cmd_finetune_embeddings', 'cmd_eval_retrieval', 'cmd_finetune_reranker',
+           'cmd_finetune_adapter', 'cmd_finetune_router', 'cmd_route', 'cmd_finetune_llm', 'cmd_check_chat',
+           'cmd_eval_sql', 'cmd_radit_data', 'cmd_eval_rag', 'cmd_serve', 'cmd_judge', 'cmd_finetune_judge',
+           'cmd_eval_judge', 'quickstart', 'cmd_quickstart', 'build_parser', 'main']
 
 # %% ../nbs/30_cli.ipynb #5dcbfda3
 class UsageError(FtkError):
@@ -526,6 +527,101 @@ def _p_serve(sub):
     s.add_argument('--port', type=int, default=8000, help='port to listen on')
     s.add_argument('--host', default='127.0.0.1', help='address to listen on (0.0.0.0: every interface)')
 
+# %% ../nbs/30_cli.ipynb #5fa01f32
+JUDGE_KEYS = ('agreement', 'kappa', 'invalid_rate', 'n', 'judgments_per_s')
+
+def _judge_rows(path: Path, kind: str | None, labelled: bool = False) -> tuple[list[dict], str]:
+    "Rows of `path` and their kind, every line checked (and with `labelled`, every row labelled) before any model loads."
+    from finetune_kit.judge import read_rows, row_kind, require_labels
+    rows = read_rows(path, kind)
+    return (require_labels(rows, str(path)) if labelled else rows), kind or row_kind(rows[0])
+
+def _judge(spec: str, kind: str, base_url: str | None):
+    from finetune_kit.judge import load_judge
+    try: judge = load_judge(spec, kind, base_url)
+    except ValueError as e: raise UsageError(f"--judge {spec}: {e}") from e
+    if judge.kind != kind: raise UsageError(f"--judge {spec} is a {judge.kind} judge; the rows are {kind} rows")
+    return judge
+
+def cmd_judge(a):
+    from finetune_kit.judge import label_rows
+    rows, kind = _judge_rows(a.data, a.kind)
+    judge = _judge(a.judge, kind, a.base_url)
+    out = label_rows(rows, judge, a.out)
+    n_invalid, tokens = sum(bool(r.get('invalid')) for r in out), sum(r.get('tokens') or 0 for r in out)
+    print(f"{a.out}: {len(out)} {kind} rows labelled by {judge.name}; {n_invalid} unreadable replies, {tokens:,} tokens")
+    if a.json: print(json.dumps({'n': len(out), 'invalid': n_invalid, 'tokens': tokens, 'judge': judge.name}))
+
+def cmd_finetune_judge(a):
+    from finetune_kit.judge import finetune_judge, split_rows, student_examples
+    rows, kind = _judge_rows(a.train, a.kind, labelled=True)
+    if a.student.startswith('openai:'): return _hosted_judge(a, rows, kind)
+    fit, dev = split_rows(rows, a.dev_frac, a.seed) if kind == 'correctness' and a.dev_frac else (rows, None)
+    judge = finetune_judge(fit, a.out, a.student, kind, dev=dev, epochs=a.epochs, learning_rate=a.lr, seed=a.seed)
+    info = {'student': a.student, 'kind': kind, 'n_train_rows': len(fit), 'n_dev_rows': len(dev or []), 'threshold': getattr(judge, 'threshold', None)}
+    print(f"trained a {a.student} {kind} judge on {len(fit)} rows" + (f", threshold {info['threshold']:.3f} tuned on {len(dev)} dev rows" if dev else '')
+          + f"; use it as --judge {a.out}")
+    if a.json: print(json.dumps(info))
+
+def _hosted_judge(a, rows: list[dict], kind: str):
+    "`--student openai:MODEL`: the judge's chat data as a hosted fine-tuning job; the folder records the fine-tuned model."
+    from finetune_kit.judge import student_examples
+    from finetune_kit.hosted_ft import finetune_hosted
+    from finetune_kit.api import redact
+    from finetune_kit.core import write_json_atomic
+    chat = finetune_hosted(student_examples(rows, kind), a.out, a.student.removeprefix('openai:'), epochs=_whole(a.epochs, 'a hosted job'),
+                           seed=a.seed, base_url=a.base_url, poll_s=a.poll_s)
+    info = {'student': 'openai', 'model': f"openai:{chat.model}", 'kind': kind, 'n_train_rows': len(rows),
+            'base_url': redact(a.base_url) if a.base_url else None}
+    write_json_atomic(Path(a.out)/'judge.json', info)
+    print(f"hosted job done: {chat.model} judges as --judge {a.out}")
+    if a.json: print(json.dumps({k: info[k] for k in ('student', 'model', 'kind', 'n_train_rows')}))
+
+def cmd_eval_judge(a):
+    from finetune_kit.judge import evaluate_judge
+    rows, kind = _judge_rows(a.data, a.kind, labelled=True)
+    res = evaluate_judge(_judge(a.judge, kind, a.base_url), rows)
+    m = res.metrics
+    if a.out: res.table.to_json(a.out, orient='records', lines=True, force_ascii=False)
+    print(f"{res.name} on {m['n']} {kind} rows: agreement {m['agreement']:.3f} {m['agreement_ci']}, kappa {m['kappa']:.3f} {m['kappa_ci']}, "
+          f"{m['invalid']} invalid" + (f", position consistency {m['position_consistency']:.3f}" if kind == 'pairwise' else '')
+          + f"; {m['judgments_per_s']:.1f} judgments/s, {m['tokens_per_judgment']:.0f} tokens each")
+    if a.json: print(json.dumps({k: m[k] for k in JUDGE_KEYS + (('position_consistency',) if kind == 'pairwise' else ())}
+                                | {k: m[k] for k in ('invalid', 'tokens_per_judgment')}))
+
+# %% ../nbs/30_cli.ipynb #5bad81f3
+def _judge_common(p):
+    p.add_argument('--kind', choices=('correctness', 'pairwise'), default=None, help="the rows' kind (default: read from the first row)")
+    _base_url(p, '--judge'); _json_arg(p)
+
+def _p_judge(sub):
+    j = _command(sub, 'judge', cmd_judge, 'label judge rows (correctness or pairwise JSONL) with a judge, resumably')
+    j.add_argument('--data', required=True, type=Path, help='judge rows (JSONL)')
+    j.add_argument('--judge', required=True, help="'lexical', 'local', 'local:DIR', 'openai:MODEL' or a finetune-judge folder")
+    j.add_argument('--out', required=True, type=Path, help='labelled rows (JSONL; a rerun resumes it)')
+    _judge_common(j)
+
+def _p_finetune_judge(sub):
+    f = _command(sub, 'finetune-judge', cmd_finetune_judge, "train a student judge on labelled rows (people's or a teacher's)")
+    f.add_argument('--train', required=True, type=Path, help='labelled judge rows (JSONL), e.g. what ftk judge wrote')
+    f.add_argument('--out', required=True, type=Path, help='folder for the student (use it as --judge OUT)')
+    f.add_argument('--student', default='cross-encoder', help="'cross-encoder', 'local' (LoRA on the local LLM) or 'openai:MODEL' (a hosted job)")
+    (d, h) = _default('3 for the cross-encoder, 1 for the LLM; the platform\'s choice for openai:MODEL', 'passes over the training data')
+    f.add_argument('--epochs', type=_epochs, default=d, help=h)
+    (d, h) = _default('2e-5 for the cross-encoder, 2e-4 for the LLM', 'learning rate')
+    f.add_argument('--lr', type=float, default=d, help=h)
+    f.add_argument('--dev-frac', type=float, default=0.2, help="correctness: share of the training questions held out to tune the student's threshold")
+    f.add_argument('--seed', type=int, default=0, help='random seed (dev split, initialisation, shuffling)')
+    f.add_argument('--poll-s', type=float, default=10.0, help='hosted: seconds between status checks')
+    _judge_common(f)
+
+def _p_eval_judge(sub):
+    e = _command(sub, 'eval-judge', cmd_eval_judge, "agreement of a judge with the rows' labels: kappa, invalid rate, position consistency, speed")
+    e.add_argument('--data', required=True, type=Path, help='labelled judge rows (JSONL)')
+    e.add_argument('--judge', required=True, help="'lexical', 'local', 'local:DIR', 'openai:MODEL' or a finetune-judge folder")
+    e.add_argument('--out', type=Path, default=None, help='per-row verdicts (JSONL)')
+    _judge_common(e)
+
 # %% ../nbs/30_cli.ipynb #8e4b4a53
 def quickstart(out: str | Path = 'ftk_quickstart', max_chunks: int = 300, epochs: int = 3, batch_size: int = 16,
                seed: int = 0, llm: str = 'local', show_progress: bool = True) -> dict:
@@ -579,7 +675,7 @@ def _p_quickstart(sub):
 
 # %% ../nbs/30_cli.ipynb #d5d4775b
 COMMANDS = [_p_generate_qa, _p_finetune_embeddings, _p_eval_retrieval, _p_finetune_adapter, _p_finetune_router, _p_route,
-            _p_finetune_reranker, _p_finetune_llm, _p_check_chat, _p_eval_sql, _p_radit_data, _p_eval_rag, _p_serve, _p_quickstart]
+            _p_finetune_reranker, _p_finetune_llm, _p_check_chat, _p_eval_sql, _p_radit_data, _p_eval_rag, _p_judge, _p_finetune_judge, _p_eval_judge, _p_serve, _p_quickstart]
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='ftk', description='finetune_kit: fine-tune the learned parts of a RAG system.')

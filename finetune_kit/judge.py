@@ -15,11 +15,12 @@ from .llm import ChatLLM, LocalChat, get_llm
 
 # %% auto #0
 __all__ = ['FIELDS', 'PAIRWISE_LABELS', 'CORRECTNESS_PROMPT', 'SCORE_PROMPT', 'PAIRWISE_PROMPT', 'STOPWORDS', 'OPTIONS',
-           'STUDENTS', 'CE_EPOCHS', 'CE_LR', 'LLM_EPOCHS', 'LLM_LR', 'JudgeDataError', 'row_kind', 'row_problems',
-           'check_rows', 'read_rows', 'write_rows', 'truthfulqa_rows', 'hhh_rows', 'split_rows', 'judge_messages',
-           'swap', 'parse_verdict', 'Judge', 'consensus', 'content_words', 'LexicalJudge', 'LLMJudge', 'TokenProbJudge',
-           'row_key', 'label_rows', 'agreement', 'JudgeResult', 'evaluate_judge', 'student_examples', 'ce_query',
-           'student_pairs', 'CrossEncoderJudge', 'tune_threshold', 'finetune_judge', 'load_judge']
+           'STUDENTS', 'DEFAULT_STUDENT', 'CE_EPOCHS', 'CE_LR', 'LLM_EPOCHS', 'LLM_LR', 'JudgeDataError', 'row_kind',
+           'row_problems', 'check_rows', 'read_rows', 'write_rows', 'truthfulqa_rows', 'hhh_rows', 'split_rows',
+           'judge_messages', 'swap', 'parse_verdict', 'Judge', 'consensus', 'content_words', 'LexicalJudge', 'LLMJudge',
+           'TokenProbJudge', 'row_key', 'label_rows', 'agreement', 'JudgeResult', 'require_labels', 'evaluate_judge',
+           'student_examples', 'ce_query', 'student_pairs', 'CrossEncoderJudge', 'tune_threshold', 'finetune_judge',
+           'load_judge']
 
 # %% ../nbs/22_judge.ipynb #b92d7361
 FIELDS = {'correctness': (('question', 'answer'), ('reference', 'context')),   # (required, optional) text fields
@@ -54,6 +55,8 @@ def row_problems(row, kind: str) -> list[tuple[str, str]]:
 # %% ../nbs/22_judge.ipynb #8623ea0f
 def _raise_problems(source: str, where: str, problems: list, n_rows: int, max_problems: int):
     if not problems: return
+    if len(problems) == 1:
+        i, f, p = problems[0]; raise JudgeDataError(f"{source}: {where} {i}: " + (f"field '{f}': {p}" if f else p))
     shown = '\n'.join(f"  {source}: {where} {i}: " + (f"field '{f}': {p}" if f else p) for i, f, p in problems[:max_problems])
     more = f"\n  ... and {len(problems) - max_problems} more" if len(problems) > max_problems else ''
     raise JudgeDataError(f"{source}: {len(problems)} problem(s) in {n_rows} rows:\n{shown}{more}")
@@ -372,10 +375,16 @@ class JudgeResult:
         return pd.crosstab(self.table['label'].astype(str), self.table['verdict'].astype(str).replace('None', 'invalid'), rownames=['label'], colnames=['verdict'])
     def __repr__(self): return f"JudgeResult({self.name!r}, {self.metrics})"
 
+def require_labels(rows: Sequence[dict], source: str = 'rows', field: str = 'label') -> list[dict]:
+    "`rows`, if every one has a `field` label to score a judge against; else `JudgeDataError` naming the first row without one."
+    missing = [i for i, r in enumerate(rows, 1) if r.get(field) is None]
+    if missing: raise JudgeDataError(f"{source}: {len(missing)} of {len(rows)} rows have no '{field}' to score a judge against (the first: row {missing[0]})")
+    return list(rows)
+
 def evaluate_judge(judge: Judge, rows: Sequence[dict], labels: str = 'label', n_boot: int = 1000, seed: int = 0) -> JudgeResult:
     "Judge `rows` and measure agreement with their `labels` field (people's, or a teacher's), speed and tokens."
     import pandas as pd
-    rows = list(rows); check_rows(rows, judge.kind)
+    rows = require_labels(rows, 'evaluate_judge rows', labels); check_rows(rows, judge.kind)
     t0 = time.perf_counter(); v = judge.judge(rows); dt = time.perf_counter() - t0
     gold = [r.get(labels) for r in rows]
     pair = judge.kind == 'pairwise'
@@ -441,6 +450,7 @@ def tune_threshold(judge: Judge, dev_rows: Sequence[dict]) -> float:
 
 # %% ../nbs/22_judge.ipynb #0411aaba
 STUDENTS = ('cross-encoder', 'local')
+DEFAULT_STUDENT = 'cross-encoder'  # the better of the two on bench/bench_judge.py (TruthfulQA and HHH)
 CE_EPOCHS, CE_LR = 3, 2e-5       # the students' recipes, chosen on a dev split of TruthfulQA's training questions
 LLM_EPOCHS, LLM_LR = 1, 2e-4
 
