@@ -608,7 +608,7 @@ def _p_finetune_judge(sub):
     f.add_argument('--student', default='cross-encoder', help="'cross-encoder', 'local' (LoRA on the local LLM) or 'openai:MODEL' (a hosted job)")
     (d, h) = _default('3 for the cross-encoder, 1 for the LLM; the platform\'s choice for openai:MODEL', 'passes over the training data')
     f.add_argument('--epochs', type=_epochs, default=d, help=h)
-    (d, h) = _default('2e-5 for the cross-encoder, 2e-4 for the LLM', 'learning rate')
+    (d, h) = _default('1e-4 for the cross-encoder, 2e-4 for the LLM', 'learning rate')
     f.add_argument('--lr', type=float, default=d, help=h)
     f.add_argument('--dev-frac', type=float, default=0.2, help="correctness: share of the training questions held out to tune the student's threshold")
     f.add_argument('--seed', type=int, default=0, help='random seed (dev split, initialisation, shuffling)')
