@@ -4,7 +4,7 @@
 
 # %% ../nbs/22_judge.ipynb #924f3a0c
 from __future__ import annotations
-import hashlib, json, math, random, re, time
+import hashlib, json, random, re, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
