@@ -3,9 +3,10 @@
 Same model (the bundled SmolLM2-135M-Instruct, fp32 folder), same data, same LoRA (rank 8, alpha 16, every linear
 layer, no dropout), same epochs, same learning rate, same examples per optimizer step (8):
 
-- `finetune_kit`: `finetune_llm` with its defaults (micro-batches of one example, so no padding; gradient
-  checkpointing only where a micro-batch can pass 1,024 tokens; the LM head run on learnt positions only; loss on
-  the assistant's replies).
+- `finetune_kit`: `finetune_llm` with its defaults (each step's examples sorted by length and run in groups of at
+  most 1,024 tokens, padding included; a bf16 copy of the frozen model where bf16 is fast; gradient checkpointing
+  only where one example is longer than that; the LM head run on learnt positions only; loss on the assistant's
+  replies).
 - `TRL defaults`: `SFTTrainer(model, args=SFTConfig(...), train_dataset={"messages": ...}, peft_config=...)` with only
   the settings above given: batches of 8 padded to the longest, gradient checkpointing on, TRL's loss (on every token
   of the chat, its default for conversational data). On a CPU, TRL must be told `use_cpu` and `bf16`; both runs use
@@ -110,12 +111,14 @@ def worker(a):
         chat = finetune_llm(train, run_dir / 'ftk', epochs=a.epochs, learning_rate=a.lr, max_length=a.max_length,
                             seed=a.seed, show_progress=False, resume=False)
         info = chat.run_info
-        stats = {k: info[k] for k in ('train_loss', 'tokens_per_s', 'train_s', 'gradient_checkpointing', 'micro_batch', 'bf16')}
+        stats = {k: info[k] for k in ('train_loss', 'tokens_per_s', 'train_s', 'gradient_checkpointing', 'bf16')}
+        stats['per_pass'] = f"groups of <= {info['tokens_per_pass']} tokens"
         peak = peak_rss_mb()
-        chat.load(); model, tok = chat.model, chat.tokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer     # the merged folder in fp32, as the base and TRL's model are scored
+        model, tok = AutoModelForCausalLM.from_pretrained(info['model_dir']), AutoTokenizer.from_pretrained(info['model_dir'])
     else:
         model, tok, tr = run_trl(train, run_dir / 'trl', a)
-        stats = {**_train_stats(tr), 'gradient_checkpointing': tr.args.gradient_checkpointing, 'micro_batch': 8, 'bf16': tr.args.bf16}
+        stats = {**_train_stats(tr), 'gradient_checkpointing': tr.args.gradient_checkpointing, 'per_pass': '8 examples, padded', 'bf16': tr.args.bf16}
         peak = peak_rss_mb()
     print(json.dumps({**stats, 'peak_rss_mb': peak, 'heldout_loss': heldout_loss(model, tok, val)}))
 
@@ -148,12 +151,12 @@ def render(res: dict) -> list:
             x = r['runs'][key]
             rows.append([r['label'], label, f"{x['tokens_per_s']:.0f}", f"{x['tokens_per_s'] / trl['tokens_per_s']:.2f}x",
                          f"{x['peak_rss_mb'] / 1024:.2f}", f"{r['base_loss']:.3f} → {x['heldout_loss']:.3f}",
-                         'on' if x['gradient_checkpointing'] else 'off', x['micro_batch']])
+                         'on' if x['gradient_checkpointing'] else 'off', x['per_pass']])
     lines = ['# Local LoRA fine-tuning: finetune_kit against TRL defaults', '',
              f"SmolLM2-135M-Instruct, LoRA rank 8 on every linear layer, {res['args']['epochs']} epoch(s), learning rate "
              f"{res['args']['lr']}, 8 examples a step, examples up to {res['args']['max_length']} tokens. CPU: {res['cpu']['model']}, "
              f"{res['cpu']['usable_cpus']} cores.", '',
-             *md_table(['data', 'trainer', 'tokens/s', 'vs TRL', 'peak GB', 'held-out loss (base → tuned)', 'grad. ckpt', 'micro-batch'],
+             *md_table(['data', 'trainer', 'tokens/s', 'vs TRL', 'peak GB', 'held-out loss (base → tuned)', 'grad. ckpt', 'one forward pass'],
                        rows, left=2), '']
     for s, r in res['sets'].items():
         lines.append(f"- {r['label']}: {r['n_train']} training chats ({r['n_train_tokens']} tokens, {r['min_len']}-{r['max_len']} a chat), "

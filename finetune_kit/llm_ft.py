@@ -4,18 +4,18 @@
 
 # %% ../nbs/21_llm_finetune.ipynb #f49f9f05
 from __future__ import annotations
-import copy, json, os, re, sys, time
+import contextlib, copy, json, os, re, sys, time
 from pathlib import Path
 from typing import Sequence
 from .core import FtkError, hub_name
-from .models import smollm2_path
+from .models import smollm2_path, bf16_ok
 from .llm import LocalChat
 from .chat_data import ROLES, ChatDataError, message_problems, chat_problems, check_chat, read_chat_jsonl, template_messages
 from .training import training_args, train_resumable, finish_run
 
 # %% auto #0
-__all__ = ['cache_dir', 'gguf_to_folder', 'smollm2_dir', 'chat_tokens', 'answer_loss', 'reset_peak_rss', 'peak_rss_mb',
-           'finetune_llm']
+__all__ = ['cache_dir', 'gguf_to_folder', 'smollm2_dir', 'chat_tokens', 'answer_loss', 'token_groups', 'reset_peak_rss',
+           'peak_rss_mb', 'finetune_llm']
 
 # %% ../nbs/21_llm_finetune.ipynb #d19aef25
 def cache_dir() -> Path:
@@ -102,8 +102,24 @@ def _plain_head(config) -> bool:
     return not any(getattr(config, k, None) for k in ('final_logit_softcapping', 'logit_scale', 'logits_scaling', 'output_multiplier'))
 
 # %% ../nbs/21_llm_finetune.ipynb #7c0e8871
-def _lora_trainer(model_dir: str, tok, train_ds, val_ds, args, lora_r: int, callbacks):
-    "TRL's `SFTTrainer` with LoRA adapters (rank `lora_r`, alpha 2r, no dropout) on every linear layer, loss by `answer_loss`."
+def token_groups(batch: dict, max_tokens: int) -> list[dict]:
+    "A right-padded batch as groups of rows of similar length, each cut to its longest row and at most `max_tokens` tokens, padding included (a longer row alone)."
+    lens, groups = batch['attention_mask'].sum(1), []
+    for i in lens.argsort(descending=True, stable=True).tolist():      # longest first: a group's first row sets its width
+        if groups and int(lens[groups[-1][0]]) * (len(groups[-1]) + 1) <= max_tokens: groups[-1].append(i)
+        else: groups.append([i])
+    return [{k: v[g, :int(lens[g[0]])] for k, v in batch.items()} for g in groups]
+
+
+# %% ../nbs/21_llm_finetune.ipynb #3f2fd623
+def _model_kwargs(bf16: bool) -> dict:
+    "How the trainer loads the base model: a bf16 copy where it computes in bf16 (the LoRA weights stay fp32), else fp32."
+    return {'dtype': 'bfloat16' if bf16 else 'float32'}
+
+
+# %% ../nbs/21_llm_finetune.ipynb #289043e9
+def _lora_trainer(model_dir: str, tok, train_ds, val_ds, args, lora_r: int, callbacks, tokens_per_pass: int = 1024):
+    "TRL's `SFTTrainer` with LoRA adapters (rank `lora_r`, alpha 2r, no dropout) on every linear layer, loss by `answer_loss`, a step in `token_groups`."
     from peft import LoraConfig
     from trl import SFTTrainer
     class LoRATrainer(SFTTrainer):
@@ -112,15 +128,30 @@ def _lora_trainer(model_dir: str, tok, train_ds, val_ds, args, lora_r: int, call
             if return_outputs or not _plain_head(lm.config): return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             with self.accelerator.autocast():     # calling the inner model skips the autocast that wraps the outer forward
                 return answer_loss(lm, inputs, num_items_in_batch)
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            groups = token_groups(inputs, tokens_per_pass)
+            if num_items_in_batch is None: num_items_in_batch = inputs['labels'][:, 1:].ne(-100).sum()   # each group's loss over the step's tokens
+            loss = 0
+            for i, g in enumerate(groups):        # processes synchronise their gradients once, after the step's last group
+                with self.accelerator.no_sync(model) if i < len(groups) - 1 else contextlib.nullcontext():
+                    loss = loss + super().training_step(model, g, num_items_in_batch)
+            return loss
     lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0, target_modules='all-linear', task_type='CAUSAL_LM')
     return LoRATrainer(model=model_dir, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                        processing_class=tok, peft_config=lora, callbacks=callbacks)
 
-def _save_models(trainer, tok, out_dir: Path):
-    "The LoRA adapter (a peft folder) in `out_dir/adapter`, the merged model in `out_dir/model`."
+
+# %% ../nbs/21_llm_finetune.ipynb #de4349d0
+def _save_models(trainer, tok, model_dir: str, out_dir: Path):
+    "The LoRA adapter (a peft folder) in `out_dir/adapter`, and in `out_dir/model` the base model with it merged into its full-precision weights."
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
     trainer.model.save_pretrained(out_dir/'adapter'); tok.save_pretrained(out_dir/'adapter')
-    merged = trainer.model.merge_and_unload()
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)     # not the bf16 copy that was trained on
+    merged = PeftModel.from_pretrained(base, out_dir/'adapter').merge_and_unload()
     merged.save_pretrained(out_dir/'model'); tok.save_pretrained(out_dir/'model')
+
 
 # %% ../nbs/21_llm_finetune.ipynb #677ae48a
 def reset_peak_rss():
@@ -151,9 +182,9 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
                  epochs: float = 3, learning_rate: float = 2e-4, lora_r: int = 8,
                  max_length: int = 1024,                # tokens; longer examples are dropped (and counted), not cut
                  batch_size: int = 8,                   # examples per optimizer step
-                 micro_batch: int = 1,                  # examples per forward pass (1: no padding); gradients add up to `batch_size`
+                 tokens_per_pass: int = 1024,           # a step's examples go through in groups of similar length, this many tokens at most
                  warmup_ratio: float = 0.1,
-                 gradient_checkpointing: bool | None = None,  # `None`: on when a micro-batch can exceed 1,024 tokens
+                 gradient_checkpointing: bool | None = None,  # `None`: on when an example is longer than `tokens_per_pass`
                  save_steps: int = 50,                  # a checkpoint every this many steps
                  resume: bool = True,                   # resume from the newest checkpoint in `out_dir`
                  seed: int = 0, bf16: bool | None = None,  # bf16 `None`: where the hardware is fast at it
@@ -169,23 +200,24 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
     train_ds, n_long = _chat_dataset(tok, train_ex, max_length)
     val_ds = None if val_ex is None else _chat_dataset(tok, val_ex, max_length)[0]
     longest = max(map(len, train_ds['input_ids']))
-    if gradient_checkpointing is None: gradient_checkpointing = micro_batch * longest > 1024
+    if gradient_checkpointing is None: gradient_checkpointing = longest > tokens_per_pass
     out_dir.mkdir(parents=True, exist_ok=True)
+    bf16 = bf16_ok() if bf16 is None else bf16
     args = training_args(SFTConfig, out_dir, len(train_ds), epochs, batch_size, learning_rate, warmup_ratio, save_steps, seed, bf16,
-                         show_progress, micro_batch=micro_batch, max_length=max_length, gradient_checkpointing=gradient_checkpointing,
-                         per_device_eval_batch_size=micro_batch, prediction_loss_only=True, include_num_input_tokens_seen='non_padding')
-    trainer = _lora_trainer(model_dir, tok, train_ds, val_ds, args, lora_r, callbacks)
+                         show_progress, max_length=max_length, gradient_checkpointing=gradient_checkpointing, model_init_kwargs=_model_kwargs(bf16),
+                         per_device_eval_batch_size=1, prediction_loss_only=True, include_num_input_tokens_seen='non_padding')
+    trainer = _lora_trainer(model_dir, tok, train_ds, val_ds, args, lora_r, callbacks, tokens_per_pass)
     before = trainer.evaluate()['eval_loss'] if val_ds is not None else None
     steps = train_resumable(trainer, out_dir, resume)
     stats = _train_stats(trainer)
     after = trainer.evaluate()['eval_loss'] if val_ds is not None else None
-    _save_models(trainer, tok, out_dir)
+    _save_models(trainer, tok, model_dir, out_dir)
     info = finish_run(out_dir, {
         'base_model': model_dir, 'model_dir': str(out_dir/'model'), 'adapter_dir': str(out_dir/'adapter'),
         'n_train': len(train_ds), 'n_val': None if val_ds is None else len(val_ds), 'n_dropped_too_long': n_long,
         'n_train_tokens': sum(map(len, train_ds['input_ids'])), 'n_loss_tokens': sum(l != -100 for r in train_ds['labels'] for l in r),
         'longest': longest, 'epochs': epochs, 'learning_rate': learning_rate, 'lora_r': lora_r, 'max_length': max_length,
-        'batch_size': batch_size, 'micro_batch': micro_batch, 'bf16': args.bf16, 'gradient_checkpointing': gradient_checkpointing,
+        'batch_size': batch_size, 'tokens_per_pass': tokens_per_pass, 'bf16': args.bf16, 'gradient_checkpointing': gradient_checkpointing,
         'device': str(args.device), 'steps': steps, **stats, 'val_loss_before': before, 'val_loss_after': after,
         'wall_s': round(time.time() - t0, 1), 'peak_rss_mb': peak_rss_mb()}, keep_checkpoints)
     chat = LocalChat(out_dir/'model'); chat.run_info = info
