@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_llm_finetune.ipynb #f49f9f05
 from __future__ import annotations
-import contextlib, copy, json, os, re, sys, time
+import contextlib, copy, gc, json, os, re, sys, time
 from pathlib import Path
 from typing import Sequence
 from .core import FtkError, hub_name
@@ -14,8 +14,8 @@ from .chat_data import ROLES, ChatDataError, message_problems, chat_problems, ch
 from .training import training_args, train_resumable, finish_run
 
 # %% auto #0
-__all__ = ['cache_dir', 'gguf_to_folder', 'smollm2_dir', 'chat_tokens', 'answer_loss', 'token_groups', 'reset_peak_rss',
-           'peak_rss_mb', 'finetune_llm']
+__all__ = ['cache_dir', 'gguf_to_folder', 'smollm2_dir', 'chat_tokens', 'answer_loss', 'token_groups', 'merge_adapter',
+           'reset_peak_rss', 'peak_rss_mb', 'finetune_llm']
 
 # %% ../nbs/21_llm_finetune.ipynb #d19aef25
 def cache_dir() -> Path:
@@ -142,15 +142,15 @@ def _lora_trainer(model_dir: str, tok, train_ds, val_ds, args, lora_r: int, call
 
 
 # %% ../nbs/21_llm_finetune.ipynb #de4349d0
-def _save_models(trainer, tok, model_dir: str, out_dir: Path):
-    "The LoRA adapter (a peft folder) in `out_dir/adapter`, and in `out_dir/model` the base model with it merged into its full-precision weights."
+def merge_adapter(model_dir: str, adapter_dir: str | Path, dest: str | Path) -> Path:
+    "Save in `dest` the model `model_dir` with the LoRA adapter in `adapter_dir` merged into its full-precision weights."
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-    trainer.model.save_pretrained(out_dir/'adapter'); tok.save_pretrained(out_dir/'adapter')
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)     # not the bf16 copy that was trained on
-    merged = PeftModel.from_pretrained(base, out_dir/'adapter').merge_and_unload()
-    merged.save_pretrained(out_dir/'model'); tok.save_pretrained(out_dir/'model')
+    PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().save_pretrained(dest)
+    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(dest)
+    return Path(dest)
 
 
 # %% ../nbs/21_llm_finetune.ipynb #677ae48a
@@ -211,7 +211,9 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
     steps = train_resumable(trainer, out_dir, resume)
     stats = _train_stats(trainer)
     after = trainer.evaluate()['eval_loss'] if val_ds is not None else None
-    _save_models(trainer, tok, model_dir, out_dir)
+    trainer.model.save_pretrained(out_dir/'adapter'); tok.save_pretrained(out_dir/'adapter')
+    del trainer; gc.collect()                 # the bf16 copy and the optimizer go before the full-precision model loads
+    merge_adapter(model_dir, out_dir/'adapter', out_dir/'model')
     info = finish_run(out_dir, {
         'base_model': model_dir, 'model_dir': str(out_dir/'model'), 'adapter_dir': str(out_dir/'adapter'),
         'n_train': len(train_ds), 'n_val': None if val_ds is None else len(val_ds), 'n_dropped_too_long': n_long,
