@@ -17,6 +17,13 @@ from .training import training_args, train_resumable, finish_run
 __all__ = ['cache_dir', 'gguf_to_folder', 'smollm2_dir', 'chat_tokens', 'answer_loss', 'token_groups', 'merge_adapter',
            'reset_peak_rss', 'peak_rss_mb', 'finetune_llm']
 
+# %% ../nbs/21_llm_finetune.ipynb #a3af8fc7
+# Every new batch shape leaves compiled kernels (~15-20 MB, measured) in oneDNN's and ideep's caches, 1,024 entries each by
+# default; steps of varying lengths bring new shapes every step, so a run's memory grew ~40 MB a step until it passed 4 GB.
+# Smaller caches bound that at no loss of speed. torch reads them at its first bf16 matmul, hence here; a value set by you wins.
+os.environ.setdefault('ONEDNN_PRIMITIVE_CACHE_CAPACITY', '256')
+os.environ.setdefault('LRU_CACHE_CAPACITY', '64')
+
 # %% ../nbs/21_llm_finetune.ipynb #d19aef25
 def cache_dir() -> Path:
     "Where finetune_kit keeps models it builds: `$FTK_CACHE`, else `$XDG_CACHE_HOME/finetune_kit`, else `~/.cache/finetune_kit`."
