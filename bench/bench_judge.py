@@ -7,6 +7,11 @@ training rows; every judge is scored on the same test rows. Each judge's result 
 finishes (results/judge.json), so a rerun skips what is done.
 
     python bench/bench_judge.py [--work /tmp/bench_judge] [--only truthfulqa|hhh] [--fresh]
+    python bench/bench_judge.py --speed [--n-speed 200]   # after the above: every judge on the same rows, back to back
+
+`--speed` times the judges again in one process on the first N test rows of each data set (the
+students from --work), the cross-encoder first and last so a change of load shows, and writes
+the cross-encoder's speed as a multiple of each LLM judge's (results/judge_speed.{json,md}).
 """
 import argparse, json, sys, time
 from pathlib import Path
@@ -43,10 +48,32 @@ def report(res: dict) -> str:
         md += ['| ' + r['judge'] + ' | ' + ' | '.join(str(r.get(c, '')) for c in COLS[1:]) + ' |' for r in rows] + ['']
     return '\n'.join(md)
 
+def timed(judge, rows) -> float:
+    judge.judge(rows[:4])                                       # warm-up: load the model
+    t = time.perf_counter(); judge.judge(rows); return round(len(rows) / (time.perf_counter() - t), 2)
+
+def speed(n: int, work: Path):
+    from finetune_kit.judge import LLMJudge, TokenProbJudge, load_judge
+    res, md = {}, ['Judgments per second on the same test rows, one process, back to back', '',
+                   '| data | rows | judge | judgments/s | cross-encoder is x times faster |', '|---|---|---|---|---|']
+    for ds, (kind, fit, dev, test) in datasets().items():
+        rows, ce = test[:n], load_judge(work/f'{kind}-cross-encoder')
+        llms = {'SmolLM2, written verdict': LLMJudge('local', kind), 'SmolLM2, token probabilities': TokenProbJudge('local', kind),
+                'SmolLM2 + LoRA student': load_judge(work/f'{kind}-local')}
+        r = {'cross-encoder (first)': timed(ce, rows)} | {k: timed(j, rows) for k, j in llms.items()} | {'cross-encoder (last)': timed(ce, rows)}
+        ce_s = min(r['cross-encoder (first)'], r['cross-encoder (last)'])
+        res[ds] = {'rows': len(rows), 'judgments_per_s': r, 'ce_times': {k: round(ce_s / r[k], 1) for k in llms}}
+        md += [f"| {ds} | {len(rows)} | {k} | {v} | {res[ds]['ce_times'].get(k, '')} |" for k, v in r.items()]
+        print(ds, res[ds], flush=True)
+    out = BENCH/'results'
+    (out/'judge_speed.json').write_text(json.dumps(res, indent=1)); (out/'judge_speed.md').write_text('\n'.join(md) + '\n'); print('\n'.join(md))
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--work', default='/tmp/bench_judge'); ap.add_argument('--only'); ap.add_argument('--fresh', action='store_true')
+    ap.add_argument('--speed', action='store_true'); ap.add_argument('--n-speed', type=int, default=200)
     a = ap.parse_args()
+    if a.speed: return speed(a.n_speed, Path(a.work))
     from finetune_kit.judge import evaluate_judge
     out = BENCH/'results'; out.mkdir(exist_ok=True)
     path = out/'judge.json'

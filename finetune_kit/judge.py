@@ -175,6 +175,7 @@ def parse_verdict(reply: str | None, kind: str = 'correctness', scale: str = 'bi
 class Judge:
     "Base class: `judge(rows)` gives one verdict dict a row; subclasses implement `_one_order(rows)`."
     kind, name = 'correctness', 'judge'
+    symmetric = False   # True for a judge that scores each answer on its own: the swapped order is then the mirror image, not asked again
     def _one_order(self, rows: list[dict]) -> list[dict]: raise NotImplementedError
     def __repr__(self): return f"{type(self).__name__}({self.name!r}, kind={self.kind!r})"
 
@@ -194,11 +195,16 @@ def _both_orders(first: list[dict], swapped: list[dict]) -> list[dict]:
                     'reason': a['reason'], 'tokens': a['tokens'] + b['tokens']})
     return out
 
+def _mirror(v: dict) -> dict:
+    "What a symmetric judge says of the swapped pair: the winner's letter and P(A wins) flipped, nothing spent."
+    return {**v, 'verdict': _FLIP.get(v['verdict'], v['verdict']), 'score': None if v['score'] is None else 1 - v['score'], 'tokens': 0}
+
 @patch
 def judge(self: Judge, rows: Sequence[dict]) -> list[dict]:
-    "One verdict a row (rows checked first); pairwise rows are judged in both orders."
+    "One verdict a row (rows checked first); pairwise rows are judged in both orders (a symmetric judge once, mirrored)."
     rows = list(rows); check_rows(rows, self.kind)
     if self.kind != 'pairwise': return self._one_order(rows)
+    if self.symmetric: first = self._one_order(rows); return _both_orders(first, [_mirror(v) for v in first])
     both = self._one_order(rows + [swap(r) for r in rows])
     return _both_orders(both[:len(rows)], both[len(rows):])
 
@@ -213,7 +219,7 @@ def content_words(text: str) -> set[str]:
 
 class LexicalJudge(Judge):
     "The floor: correct when the answer shares a non-question word with the reference/context; pairwise, more words shared with the question wins."
-    name = 'lexical rule'
+    name, symmetric = 'lexical rule', True
     def __init__(self, kind: str = 'correctness'): self.kind = kind
 
     def _one_order(self, rows):
@@ -423,6 +429,7 @@ def student_pairs(rows: Sequence[dict], kind: str | None = None) -> list[dict]:
 # %% ../nbs/22_judge.ipynb #d989a275
 class CrossEncoderJudge(Judge):
     "A cross-encoder (a folder `finetune_judge` wrote, or any reranker) as a judge: correct at probability >= `threshold`; of two answers, the higher."
+    symmetric = True    # each answer is scored against the question on its own
     def __init__(self, model, kind: str = 'correctness', threshold: float = 0.5, batch_size: int = 64):
         from finetune_kit.rerank import Reranker
         self.reranker = Reranker(model, batch_size=batch_size)

@@ -16,8 +16,8 @@ from fastcore.basics import patch
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Messages', 'LLMError', 'ChatLLM', 'FunctionLLM', 'OpenAIChat', 'LocalChat', 'get_llm', 'cache_key',
-           'CachedLLM']
+__all__ = ['log', 'Messages', 'LLMError', 'ChatLLM', 'FunctionLLM', 'OpenAIChat', 'LocalChat', 'length_batches', 'get_llm',
+           'cache_key', 'CachedLLM']
 
 # %% ../nbs/02_llm.ipynb #e1877790
 class LLMError(FtkError, RuntimeError):
@@ -121,7 +121,8 @@ def _plain(msgs: Messages) -> Messages:
 class LocalChat(ChatLLM):
     "A local transformers chat model (default: bundled SmolLM2-135M-Instruct), loaded lazily, batched generation."
     def __init__(self, path: str | Path | None = None, gguf_file: str | None = None, batch_size=16, device=None,
-                 dtype: str = 'auto'):  # 'auto': bfloat16 where the device has fast bf16 (AVX512-BF16, a GPU), else float32
+                 dtype: str = 'auto',                 # 'auto': bfloat16 where the device has fast bf16 (AVX512-BF16, a GPU), else float32
+                 max_batch_tokens: int | None = 4096): # a batch's rows x longest prompt stays within this (None: batch_size rows always)
         if path is None:
             gguf = smollm2_path()
             path, gguf_file, self.name = gguf.parent, gguf.name, 'local:SmolLM2-135M-Instruct'
@@ -130,6 +131,7 @@ class LocalChat(ChatLLM):
                 path, gguf_file = Path(path).parent, Path(path).name
             self.name = f"local:{Path(gguf_file).stem if gguf_file else (Path(path).name if Path(path).exists() else path)}"
         self.path, self.gguf_file, self.batch_size, self.device, self.dtype = str(path), gguf_file, batch_size, device, dtype
+        self.max_batch_tokens = max_batch_tokens
         self.model = self.tokenizer = None
 
     def __repr__(self): return f"LocalChat({self.name!r}, loaded={self.model is not None})"
@@ -186,6 +188,16 @@ def _gen_or_split(self: LocalChat, prompts: list[str], max_tokens, temperature) 
         except Exception as e1: texts.append(LLMError(f"{type(e1).__name__}: {e1}"))
     return texts
 
+# %% ../nbs/02_llm.ipynb #f556b956
+def length_batches(lens: dict, max_rows: int, max_tokens: int | None = None) -> list[list]:
+    "Keys of `lens` (key -> prompt length), longest first, cut into batches of at most `max_rows` rows and `max_tokens` padded tokens."
+    batches = []
+    for k in sorted(lens, key=lambda k: -lens[k]):
+        b = batches[-1] if batches else None           # the current batch's first key is its longest prompt
+        if b and len(b) < max_rows and (max_tokens is None or (len(b) + 1) * lens[b[0]] <= max_tokens): b.append(k)
+        else: batches.append([k])
+    return batches
+
 # %% ../nbs/02_llm.ipynb #0f78aaf7
 @patch
 def _complete(self: LocalChat, conversations, max_tokens, temperature, desc):
@@ -193,10 +205,8 @@ def _complete(self: LocalChat, conversations, max_tokens, temperature, desc):
     outs: list = [None] * len(conversations)
     prompts = self._chat_prompts(conversations, outs)
     lens = {i: len(self.tokenizer(p, add_special_tokens=False)['input_ids']) for i, p in prompts.items()}
-    order = sorted(prompts, key=lambda i: -lens[i])          # longest first: similar lengths share a batch
-    with tqdm(total=len(order), desc=desc, disable=len(order) < 2, leave=False) as pbar:
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b:b + self.batch_size]
+    with tqdm(total=len(prompts), desc=desc, disable=len(prompts) < 2, leave=False) as pbar:
+        for idx in length_batches(lens, self.batch_size, self.max_batch_tokens):
             for i, t in zip(idx, self._gen_or_split([prompts[i] for i in idx], max_tokens, temperature)): outs[i] = t
             pbar.update(len(idx))
     return outs
