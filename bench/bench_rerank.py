@@ -28,24 +28,15 @@ Not run by CI.
     python bench/bench_rerank.py                         # everything
     python bench/bench_rerank.py --steps calibrate,eval,report --rescore    # re-score with the saved models
 """
-import json, os, re, shlex, sys
+import json, re, shlex, sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (BENCH, METRICS, add_dirs, base_model_dir, command_line, cpu_info, dataset_label, fmt, ftk_json,
-                     ftk_train, log, log_metrics, make_data, md_table, now, package_versions, parser, problems, save_report)
+                     ftk_train, load_state, log, log_metrics, make_data, md_table, now, package_versions, parser, problems, save_report,
+                     save_state)
 
 STEPS = ['data', 'retriever', 'reranker', 'calibrate', 'eval', 'report']
-
-
-def load_state(run_dir: Path) -> dict:
-    p = run_dir / 'state.json'
-    return json.loads(p.read_text()) if p.exists() else {}
-
-
-def save_state(run_dir: Path, state: dict):
-    tmp = run_dir / 'state.json.tmp'
-    tmp.write_text(json.dumps(state, indent=1) + '\n'); os.replace(tmp, run_dir / 'state.json')
 
 
 # ---------------------------------------------------------------- 1. data

@@ -15,8 +15,9 @@ from .retrieval import VectorIndex
 from .llm import ChatLLM
 
 # %% auto #0
-__all__ = ['SYSTEM', 'CONDITIONS', 'normalize_answer', 'exact_match', 'token_f1', 'rag_messages', 'retrieve', 'RaditError',
-           'radit_examples', 'context_ids', 'RagResult', 'eval_rag']
+__all__ = ['SYSTEM', 'RECIPES', 'CONDITIONS', 'normalize_answer', 'exact_match', 'token_f1', 'rag_messages', 'retrieve',
+           'RaditError', 'radit_examples', 'recipe_examples', 'context_ids', 'RagResult', 'eval_rag', 'rag_scores',
+           'plot_rag']
 
 # %% ../nbs/20_radit.ipynb #fb774990
 def normalize_answer(s: str) -> str:
@@ -94,6 +95,14 @@ def radit_examples(ds: QADataset,                      # training questions, wit
         out.append(_example(text, [ds.corpus[c] for c in ids], answer, system))
     return out
 
+# %% ../nbs/20_radit.ipynb #47aefed8
+RECIPES = {'radit': dict(k=3), 'gold': dict(k=1, oracle_frac=1.0, distractors=0), 'llamaindex': dict(k=1, joined=True)}
+
+def recipe_examples(ds: QADataset, ranked: dict[str, list[str]], recipe: str, system: str | None = SYSTEM, seed: int = 0) -> list[dict]:
+    "The training chats of one of `RECIPES` ('radit', 'gold' or 'llamaindex')."
+    if recipe not in RECIPES: raise RaditError(f"unknown recipe {recipe!r}: use one of {', '.join(RECIPES)}")
+    return radit_examples(ds, ranked, system=system, seed=seed, **RECIPES[recipe])
+
 # %% ../nbs/20_radit.ipynb #7993ed79
 CONDITIONS = ('retrieved', 'gold', 'gold+distractors', 'none')
 
@@ -137,3 +146,21 @@ def eval_rag(llm: ChatLLM, ds: QADataset, ranked: dict[str, list[str]] | None = 
     metrics = {'em': table.em.mean(), 'f1': table.f1.mean(), 'n_queries': len(qids), 'n_failed': sum(p is None for p in preds),
                'context': condition, 'k': k, 'questions_per_s': len(qids) / dt if dt > 0 else float('inf')}
     return RagResult(metrics, table)
+
+# %% ../nbs/20_radit.ipynb #f602345f
+def rag_scores(results: dict[str, dict[str, RagResult | dict]], metric: str = 'f1') -> pd.DataFrame:
+    "`metric` in percent: a row per model, a column per condition (`results[model][condition]`)."
+    val = lambda r: 100 * (r.metrics if isinstance(r, RagResult) else r)[metric]
+    return pd.DataFrame({m: {c: val(r) for c, r in rs.items()} for m, rs in results.items()}).T
+
+def plot_rag(results: dict[str, dict[str, RagResult | dict]], metric: str = 'f1', title: str = 'RAG answers'):
+    "Bars of `metric` (percent) per condition, one bar per model; the figure."
+    import matplotlib.pyplot as plt
+    t = rag_scores(results, metric)
+    fig, ax = plt.subplots(figsize=(7, 3))
+    w = 0.8 / len(t)
+    for i, (name, row) in enumerate(t.iterrows()):
+        ax.bar_label(ax.bar([j + i * w for j in range(len(row))], row.values, w, label=name), fmt='%.0f', fontsize=7)
+    ax.set_xticks([j + w * (len(t) - 1) / 2 for j in range(len(t.columns))], list(t.columns))
+    ax.set_ylabel(f"{metric.upper()} %"); ax.set_ylim(0, 105); ax.set_title(title); ax.legend(fontsize=7)
+    return fig
