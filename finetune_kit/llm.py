@@ -122,7 +122,7 @@ class LocalChat(ChatLLM):
     "A local transformers chat model (default: bundled SmolLM2-135M-Instruct), loaded lazily, batched generation."
     def __init__(self, path: str | Path | None = None, gguf_file: str | None = None, batch_size=16, device=None,
                  dtype: str = 'auto',                 # 'auto': bfloat16 where the device has fast bf16 (AVX512-BF16, a GPU), else float32
-                 max_batch_tokens: int | None = 4096): # a batch's rows x longest prompt stays within this (None: batch_size rows always)
+                 max_batch_tokens: int | None = None): # e.g. 4096: a batch's rows x longest prompt stays within this (None: batch_size rows)
         if path is None:
             gguf = smollm2_path()
             path, gguf_file, self.name = gguf.parent, gguf.name, 'local:SmolLM2-135M-Instruct'
