@@ -4,13 +4,14 @@
 
 # %% ../nbs/30_cli.ipynb #23904f46
 from __future__ import annotations
-import argparse, inspect, json, random, sys, time
+import argparse, contextlib, inspect, json, os, random, sys, time
 from pathlib import Path
 from .core import FtkError, QADataset, hub_name, load_documents, make_nodes, python_docs, split_by_doc
+from .training import world_size, is_main_process, one_process_only
 
 # %% auto #0
-__all__ = ['BAD_INPUT', 'LLM_RUN_KEYS', 'HOSTED_ONLY', 'CHECK_KEYS', 'RAG_KEYS', 'JUDGE_KEYS', 'COMMANDS', 'UsageError',
-           'cmd_generate_qa', 'cmd_finetune_embeddings', 'cmd_eval_retrieval', 'cmd_finetune_reranker',
+__all__ = ['BAD_INPUT', 'LLM_RUN_KEYS', 'HOSTED_ONLY', 'CHECK_KEYS', 'RAG_KEYS', 'JUDGE_KEYS', 'COMMANDS', 'MULTI_PROCESS',
+           'UsageError', 'cmd_generate_qa', 'cmd_finetune_embeddings', 'cmd_eval_retrieval', 'cmd_finetune_reranker',
            'cmd_finetune_adapter', 'cmd_finetune_router', 'cmd_route', 'cmd_finetune_llm', 'cmd_check_chat',
            'cmd_eval_sql', 'cmd_radit_data', 'cmd_eval_rag', 'cmd_serve', 'cmd_judge', 'cmd_finetune_judge',
            'cmd_eval_judge', 'quickstart', 'cmd_quickstart', 'build_parser', 'main']
@@ -140,7 +141,7 @@ def cmd_finetune_embeddings(a):
     finetune_embeddings(train, a.out, model=a.model, epochs=a.epochs, batch_size=a.batch_size, hard_negatives=a.negatives,
                         learning_rate=a.lr, max_seq_length=a.max_length, seed=a.seed)
     print(f"saved fine-tuned model to {a.out} ({time.time() - t:.0f} s)")
-    if val:
+    if val and is_main_process():              # one process evaluates
         from finetune_kit.retrieval import evaluate_retrieval, compare
         res = {'base': evaluate_retrieval(val, a.model), 'fine-tuned': evaluate_retrieval(val, a.out)}
         print(compare(res).to_string())
@@ -204,7 +205,7 @@ def _report_reranker(a, info: dict, secs: float, val):
     "What `finetune-reranker` trained on, and with `--val`, retrieval with and without the new reranker."
     pairs = f"{info['pairs']} pairs ({info['positives']} positives, {info['negatives']} negatives), {info['steps']} steps, " if info else ''
     print(f"saved fine-tuned reranker to {a.out}: {pairs}{secs:.0f} s")
-    if val:
+    if val and is_main_process():
         from finetune_kit.rerank import compare_rerankers
         from finetune_kit.retrieval import compare
         print(compare(compare_rerankers(val, {'+ fine-tuned reranker': a.out}, retriever=a.retriever)).to_string())
@@ -683,10 +684,23 @@ def build_parser() -> argparse.ArgumentParser:
     for add in COMMANDS: add(sub)
     return p
 
+MULTI_PROCESS = ('finetune-embeddings', 'finetune-reranker', 'finetune-llm')   # local trainers: data-parallel under torchrun
+
+def _check_processes(a):
+    "Under `torchrun`/`accelerate launch` only the local trainers run; anything else would be N copies racing on one output."
+    hosted = a.command == 'finetune-llm' and (a.cancel or str(a.model).startswith('openai:'))
+    if a.command not in MULTI_PROCESS or hosted: one_process_only('a hosted fine-tuning job' if hosted else f'ftk {a.command}')
+
 def main(argv: list[str] | None = None):
-    "Entry point of the `ftk` console script: bad input is one `error:` line on stderr and exit status 2, never a traceback."
+    """Entry point of the `ftk` console script: bad input is one `error:` line on stderr and exit status 2, never a traceback.
+    Under several processes only rank 0 prints; the others train quietly."""
     a = build_parser().parse_args(argv)
-    try: a.func(a)
+    try:
+        _check_processes(a)
+        with contextlib.nullcontext() if is_main_process() else contextlib.redirect_stdout(open(os.devnull, 'w')): a.func(a)
     except BAD_INPUT as e:
         print(f"error: {_message(e)}", file=sys.stderr)
         sys.exit(2)
+
+# %% ../nbs/30_cli.ipynb #b2e0c001
+if __name__ == '__main__' and '__file__' in globals(): main()    # `python -m finetune_kit.cli`, as `torchrun -m` starts it (not in a notebook)

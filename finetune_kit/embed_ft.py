@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from .core import QADataset, seed_everything
 from .embedders import load_sentence_transformer
-from .training import training_args, train_resumable, finish_run, last_checkpoint
+from .training import training_args, train_resumable, finish_run, last_checkpoint, world_size
 
 # %% auto #0
 __all__ = ['training_pairs', 'add_hard_negatives', 'finetune_embeddings']
@@ -46,11 +46,11 @@ def _mnrl_args(out_dir: str | Path, n_pairs: int, *args, **kw):
 
 # %% ../nbs/10_embedding_finetune.ipynb #1b65edb6
 def _mnrl_trainer(st, data: 'datasets.Dataset', args, callbacks: list | None = None):
-    "A `SentenceTransformerTrainer` for `st` on `data` with MultipleNegativesRankingLoss."
+    "A `SentenceTransformerTrainer` for `st` on `data` with MultipleNegativesRankingLoss (in-batch negatives from every process's share of the batch)."
     from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     return SentenceTransformerTrainer(model=st, args=args, train_dataset=data,
-                                      loss=MultipleNegativesRankingLoss(st), callbacks=callbacks)
+                                      loss=MultipleNegativesRankingLoss(st, gather_across_devices=world_size() > 1), callbacks=callbacks)
 
 # %% ../nbs/10_embedding_finetune.ipynb #72264b10
 def finetune_embeddings(train: QADataset,             # the training questions, passages and which answer which
@@ -79,10 +79,10 @@ def finetune_embeddings(train: QADataset,             # the training questions, 
     if hard_negatives: data = add_hard_negatives(data, train.corpus, st, hard_negatives)
     args = _mnrl_args(out_dir, len(data), epochs, batch_size, learning_rate, warmup_ratio, save_steps, seed, bf16, show_progress)
     steps = train_resumable(_mnrl_trainer(st, data, args, callbacks), out_dir, resume)
-    st.save_pretrained(str(out_dir))
     info = finish_run(out_dir, {'base_model': str(model or 'bundled all-MiniLM-L6-v2'), 'epochs': epochs, 'batch_size': batch_size,
                                 'learning_rate': learning_rate, 'hard_negatives': hard_negatives, 'max_seq_length': max_seq_length,
-                                'n_pairs': len(data), 'bf16': args.bf16, 'steps': steps}, keep_checkpoints)
+                                'n_pairs': len(data), 'bf16': args.bf16, 'steps': steps}, keep_checkpoints,
+                      save=lambda: st.save_pretrained(str(out_dir)))
     # reload what was saved: the trained object's forward is still wrapped in the trainer's bf16 autocast
     saved = load_sentence_transformer(out_dir, max_seq_length=st.max_seq_length)
     saved.run_info = info

@@ -11,7 +11,7 @@ from .core import FtkError, hub_name
 from .models import smollm2_path, bf16_ok
 from .llm import LocalChat
 from .chat_data import ROLES, ChatDataError, message_problems, chat_problems, check_chat, read_chat_jsonl, template_messages
-from .training import training_args, train_resumable, finish_run
+from .training import training_args, train_resumable, finish_run, is_main_process
 
 # %% auto #0
 __all__ = ['cache_dir', 'gguf_to_folder', 'smollm2_dir', 'chat_tokens', 'answer_loss', 'token_groups', 'merge_adapter',
@@ -212,15 +212,15 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
     bf16 = bf16_ok() if bf16 is None else bf16
     args = training_args(SFTConfig, out_dir, len(train_ds), epochs, batch_size, learning_rate, warmup_ratio, save_steps, seed, bf16,
                          show_progress, max_length=max_length, gradient_checkpointing=gradient_checkpointing, model_init_kwargs=_model_kwargs(bf16),
-                         per_device_eval_batch_size=1, prediction_loss_only=True, include_num_input_tokens_seen='non_padding')
+                         per_device_eval_batch_size=1, prediction_loss_only=True, include_num_input_tokens_seen='non_padding',
+                         ddp_find_unused_parameters=False)   # under DDP: every LoRA weight gets a gradient each step
     trainer = _lora_trainer(model_dir, tok, train_ds, val_ds, args, lora_r, callbacks, tokens_per_pass)
     before = trainer.evaluate()['eval_loss'] if val_ds is not None else None
     steps = train_resumable(trainer, out_dir, resume)
     stats = _train_stats(trainer)
     after = trainer.evaluate()['eval_loss'] if val_ds is not None else None
-    trainer.model.save_pretrained(out_dir/'adapter'); tok.save_pretrained(out_dir/'adapter')
+    if is_main_process(): trainer.model.save_pretrained(out_dir/'adapter'); tok.save_pretrained(out_dir/'adapter')
     del trainer; gc.collect()                 # the bf16 copy and the optimizer go before the full-precision model loads
-    merge_adapter(model_dir, out_dir/'adapter', out_dir/'model')
     info = finish_run(out_dir, {
         'base_model': model_dir, 'model_dir': str(out_dir/'model'), 'adapter_dir': str(out_dir/'adapter'),
         'n_train': len(train_ds), 'n_val': None if val_ds is None else len(val_ds), 'n_dropped_too_long': n_long,
@@ -228,6 +228,7 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
         'longest': longest, 'epochs': epochs, 'learning_rate': learning_rate, 'lora_r': lora_r, 'max_length': max_length,
         'batch_size': batch_size, 'tokens_per_pass': tokens_per_pass, 'bf16': args.bf16, 'gradient_checkpointing': gradient_checkpointing,
         'device': str(args.device), 'steps': steps, **stats, 'val_loss_before': before, 'val_loss_after': after,
-        'wall_s': round(time.time() - t0, 1), 'peak_rss_mb': peak_rss_mb()}, keep_checkpoints)
+        'wall_s': round(time.time() - t0, 1), 'peak_rss_mb': peak_rss_mb()}, keep_checkpoints,
+        save=lambda: merge_adapter(model_dir, out_dir/'adapter', out_dir/'model'))   # rank 0 merges; the others wait for it
     chat = LocalChat(out_dir/'model'); chat.run_info = info
     return chat

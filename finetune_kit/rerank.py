@@ -13,7 +13,7 @@ from .core import QADataset, DatasetError, FtkError, hub_name, seed_everything
 from .models import minilm_path, default_device, bf16_ok
 from .embedders import get_embedder
 from .retrieval import VectorIndex, RetrievalResult, score_rankings
-from .training import training_args, train_resumable, finish_run, last_checkpoint
+from .training import training_args, train_resumable, finish_run, last_checkpoint, is_main_process, wait_for_everyone
 
 log = logging.getLogger(__name__)
 
@@ -354,22 +354,26 @@ def finetune_reranker(train: QADataset | Sequence[dict],  # a `QADataset` (pairs
     "Fine-tune a cross-encoder on labelled pairs; save it to `out_dir` and return it (a `CrossEncoder`)."
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    rows = _training_rows(train, out_dir, resume, retriever, negatives, random_negatives, llm, seed)
+    if is_main_process():                 # pairs are mined (or read) once, by rank 0; other processes train on its file
+        rows = _training_rows(train, out_dir, resume, retriever, negatives, random_negatives, llm, seed)
+        check_pairs(rows); save_pairs(rows, out_dir/'pairs.jsonl')
+    wait_for_everyone()
+    if not is_main_process(): rows = load_pairs(out_dir/'pairs.jsonl')
     counts = check_pairs(rows)
-    save_pairs(rows, out_dir/'pairs.jsonl')
     seed_everything(seed)
     new_head = model is None or (not hasattr(model, 'predict') and Path(str(model)).is_dir() and not is_cross_encoder(model))
     ce = load_reranker(model, max_length=max_length, seed=seed, new_head=True)
     args = training_args(CrossEncoderTrainingArguments, out_dir, len(rows), epochs, batch_size, learning_rate, warmup_ratio,
-                         save_steps, seed, bf16, show_progress, lr_scheduler_type=lr_scheduler)
+                         save_steps, seed, bf16, show_progress, lr_scheduler_type=lr_scheduler,
+                         ddp_static_graph=True)   # under DDP: the same weights get gradients every step (else DDP stops)
     steps = train_resumable(_bce_trainer(ce, rows, counts, args, seed, callbacks), out_dir, resume)
-    ce.save_pretrained(str(out_dir))
     info = finish_run(out_dir, {
         'base_model': str(model or 'bundled all-MiniLM-L6-v2') + (' + new head' if new_head else ''),
         'retriever': str(retriever or 'bundled all-MiniLM-L6-v2') if isinstance(train, QADataset) else None,
         'negatives': negatives, 'random_negatives': random_negatives, 'llm_labels': None if llm is None else str(getattr(llm, 'name', llm)),
         **counts, 'epochs': epochs, 'batch_size': batch_size, 'learning_rate': learning_rate, 'lr_scheduler': lr_scheduler,
-        'max_length': max_length, 'bf16': args.bf16, 'steps': steps, 'loss': 'BinaryCrossEntropyLoss'}, keep_checkpoints)
+        'max_length': max_length, 'bf16': args.bf16, 'steps': steps, 'loss': 'BinaryCrossEntropyLoss'}, keep_checkpoints,
+        save=lambda: ce.save_pretrained(str(out_dir)))
     saved = load_reranker(out_dir)        # the saved model: the trainer may leave bf16 autocast wrapped around `ce`
     saved.run_info = info
     return saved

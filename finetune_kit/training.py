@@ -4,13 +4,34 @@
 
 # %% ../nbs/06_training.ipynb #47f565bf
 from __future__ import annotations
-import math, shutil
+import math, os, shutil
 from pathlib import Path
-from .core import write_run_info
+from .core import FtkError, write_run_info
 from .models import default_device, bf16_ok
 
 # %% auto #0
-__all__ = ['last_checkpoint', 'training_args', 'train_resumable', 'finish_run']
+__all__ = ['world_size', 'is_main_process', 'wait_for_everyone', 'one_process_only', 'last_checkpoint', 'training_args',
+           'train_resumable', 'finish_run']
+
+# %% ../nbs/06_training.ipynb #a1d0c002
+def world_size() -> int:
+    "How many training processes `torchrun` or `accelerate launch` started (1 when run plainly)."
+    return int(os.environ.get('WORLD_SIZE', '1'))
+
+def is_main_process() -> bool:
+    "Whether this process writes the output folder, the run record and progress (rank 0, or the only process)."
+    return int(os.environ.get('RANK', '0')) == 0
+
+def wait_for_everyone():
+    "Under several processes, wait until every one gets here (e.g. until rank 0 has written the model); else nothing."
+    if world_size() > 1:
+        from accelerate import PartialState
+        PartialState().wait_for_everyone()
+
+def one_process_only(what: str):
+    "Raise `FtkError` under several processes: `what` does not run data-parallel, and N copies would race on its output."
+    if world_size() > 1:
+        raise FtkError(f"{what} runs in one process (WORLD_SIZE={world_size()}): start it without torchrun or accelerate launch")
 
 # %% ../nbs/06_training.ipynb #cb13d291
 def last_checkpoint(out_dir: str | Path) -> str | None:
@@ -23,12 +44,16 @@ def training_args(args_cls, out_dir: str | Path, n_examples: int, epochs: float 
                   learning_rate: float = 1e-4, warmup_ratio: float = 0.1, save_steps: int = 50, seed: int = 0,
                   bf16: bool | None = None, show_progress: bool = True, micro_batch: int | None = None, **extra):
     """`args_cls(...)` (a `TrainingArguments` class) with checkpoints in `out_dir/checkpoints`, seeded, bf16 where fast.
-    `micro_batch`: examples per forward pass, gradients accumulated up to `batch_size` a step (default: the whole batch at once)."""
-    device, micro_batch = default_device(), micro_batch or batch_size
-    if batch_size % micro_batch: raise ValueError(f"batch_size {batch_size} is not a multiple of micro_batch {micro_batch}")
+    `micro_batch`: examples per forward pass, gradients accumulated up to `batch_size` a step (default: the whole batch at once).
+    Under N processes `batch_size` stays the whole step's: each process takes `batch_size / N` of it."""
+    device, n = default_device(), world_size()
+    if batch_size % n: raise ValueError(f"batch_size {batch_size} is not a multiple of the {n} processes")
+    per_process = batch_size // n
+    micro_batch = min(micro_batch or per_process, per_process)
+    if per_process % micro_batch: raise ValueError(f"batch_size {batch_size} / {n} processes is not a multiple of micro_batch {micro_batch}")
     steps = math.ceil(epochs * math.ceil(n_examples / batch_size))
     return args_cls(output_dir=str(Path(out_dir)/'checkpoints'), num_train_epochs=epochs, per_device_train_batch_size=micro_batch,
-                    gradient_accumulation_steps=batch_size // micro_batch, learning_rate=learning_rate, warmup_steps=int(warmup_ratio * steps),
+                    gradient_accumulation_steps=per_process // micro_batch, learning_rate=learning_rate, warmup_steps=int(warmup_ratio * steps),
                     save_strategy='steps', save_steps=save_steps, save_total_limit=2, logging_steps=max(1, save_steps // 5),
                     seed=seed, data_seed=seed, report_to='none', bf16=bf16_ok(device) if bf16 is None else bf16,
                     use_cpu=device == 'cpu', disable_tqdm=not show_progress, dataloader_drop_last=False, **extra)
@@ -39,8 +64,12 @@ def train_resumable(trainer, out_dir: str | Path, resume: bool = True) -> int:
     trainer.train(resume_from_checkpoint=last_checkpoint(out_dir) if resume else None)
     return trainer.state.global_step
 
-def finish_run(out_dir: str | Path, info: dict, keep_checkpoints: bool = False) -> dict:
-    "Record the run in `out_dir/finetune_kit.json` and, unless `keep_checkpoints`, delete the checkpoints; the info."
-    info = write_run_info(out_dir, info)
-    if not keep_checkpoints: shutil.rmtree(Path(out_dir)/'checkpoints', ignore_errors=True)
+def finish_run(out_dir: str | Path, info: dict, keep_checkpoints: bool = False, save=None) -> dict:
+    """`save()` the model, record the run in `out_dir/finetune_kit.json` and, unless `keep_checkpoints`, delete the checkpoints;
+    the info. Under several processes only rank 0 writes, and every process returns once it has."""
+    if is_main_process():
+        if save is not None: save()
+        info = write_run_info(out_dir, info)
+        if not keep_checkpoints: shutil.rmtree(Path(out_dir)/'checkpoints', ignore_errors=True)
+    wait_for_everyone()
     return info
