@@ -14,19 +14,26 @@ __all__ = ['world_size', 'is_main_process', 'wait_for_everyone', 'one_process_on
            'train_resumable', 'finish_run']
 
 # %% ../nbs/06_training.ipynb #a1d0c002
+# torchrun and accelerate's GPU launchers set WORLD_SIZE and RANK; on CPU `accelerate launch` starts its processes
+# with mpirun, which sets its own names (MPICH/Intel MPI, Open MPI, MVAPICH), as accelerate itself reads them
+_SIZE_VARS = ('WORLD_SIZE', 'PMI_SIZE', 'OMPI_COMM_WORLD_SIZE', 'MV2_COMM_WORLD_SIZE')
+_RANK_VARS = ('RANK', 'PMI_RANK', 'OMPI_COMM_WORLD_RANK', 'MV2_COMM_WORLD_RANK')
+
+def _env_int(names, default: int) -> int: return next((int(os.environ[n]) for n in names if n in os.environ), default)
+
 def world_size() -> int:
-    "How many training processes `torchrun` or `accelerate launch` started (1 when run plainly)."
-    return int(os.environ.get('WORLD_SIZE', '1'))
+    "How many training processes `torchrun`, `accelerate launch` or `mpirun` started (1 when run plainly)."
+    return _env_int(_SIZE_VARS, 1)
 
 def is_main_process() -> bool:
     "Whether this process writes the output folder, the run record and progress (rank 0, or the only process)."
-    return int(os.environ.get('RANK', '0')) == 0
+    return _env_int(_RANK_VARS, 0) == 0
 
 def wait_for_everyone():
     "Under several processes, wait until every one gets here (e.g. until rank 0 has written the model); else nothing."
     if world_size() > 1:
-        from accelerate import PartialState
-        PartialState().wait_for_everyone()
+        from accelerate import PartialState    # cpu=True as the Trainer's: else accelerate ignores mpirun's processes
+        PartialState(cpu=default_device() == 'cpu').wait_for_everyone()
 
 def one_process_only(what: str):
     "Raise `FtkError` under several processes: `what` does not run data-parallel, and N copies would race on its output."
