@@ -24,10 +24,10 @@ already done (`--redo` runs the named ones again), so a crash or a session end l
 (a training step also resumes from its last checkpoint, every 50 optimizer steps). `--steps` names steps or
 prefixes (`train`, `eval-radit`, `eval-base-gold`...). Not run by CI.
 
-Cost at the defaults, estimated (not yet measured) for 2 quiet cores: about 3 hours. Training is most of it: ~250
-tokens a chat (Reddit paragraphs average ~185 SmolLM2 tokens), so RA-DIT's 1,800 chats x 3 epochs are ~1.35M tokens,
-~75 min at finetune_llm's ~300 tokens/s, and gold and LlamaIndex ~25 min each; evaluating 4 models x 4 conditions x
-300 questions at ~1 question/s (k=3, bf16) is 40-50 min; the data step (retrieval over ~2,000 paragraphs) ~3 min.
+Cost, measured on 2 cores with `--epochs 1` (2026-12-04): about 1 h 50 min wall, part of it on a shared CPU. Training
+RA-DIT's 1,800 chats took 2,320 s (190 tokens/s, shared), gold-only 414 s and LlamaIndex's recipe 373 s (~375
+tokens/s, quiet); each fine-tune's evaluation takes 0.5-2.5 min a condition (short answers), the base model's
+5-16 min (it writes until the token limit). The default 3 epochs triple the training.
 
     python bench/bench_radit.py                                    # everything, or whatever is left of it
     python bench/bench_radit.py --steps data,eval-base,report      # the base model only
