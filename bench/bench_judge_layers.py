@@ -25,7 +25,7 @@ hfit, hdev = split_rows(htrain, test_frac=0.25, seed=1)
 res_path = B.BENCH/'results'/'judge_layers.json'; res = json.loads(res_path.read_text()) if res_path.exists() else {}
 def speed():
     "Judgments per second on the same 200 dev rows, one process, back to back (6 layers first and last, so a change of load shows)."
-    from finetune_kit.judge import load_judge, TokenProbJudge
+    from finetune_kit.judge import load_judge
     rows = (dev * 2)[:200]
     r = {f'cross-encoder, {n} layers' + (' (again)' if i else ''): B.timed(load_judge(W/f'truthfulqa-{n}'), rows) for i, n in ((0, 6), (0, 3), (0, 2), (1, 6))}
     r['SmolLM2, token probabilities (100 rows)'] = B.timed(TokenProbJudge('local', 'correctness'), rows[:100])
