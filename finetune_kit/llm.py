@@ -16,8 +16,8 @@ from fastcore.basics import patch
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Messages', 'LLMError', 'ChatLLM', 'FunctionLLM', 'OpenAIChat', 'LocalChat', 'length_batches', 'get_llm',
-           'cache_key', 'CachedLLM']
+__all__ = ['log', 'Messages', 'CPU_BATCH_TOKENS', 'LLMError', 'ChatLLM', 'FunctionLLM', 'OpenAIChat', 'LocalChat',
+           'length_batches', 'get_llm', 'cache_key', 'CachedLLM']
 
 # %% ../nbs/02_llm.ipynb #e1877790
 class LLMError(FtkError, RuntimeError):
@@ -118,11 +118,13 @@ def _plain(msgs: Messages) -> Messages:
             for m in msgs]
 
 # %% ../nbs/02_llm.ipynb #d954347b
+CPU_BATCH_TOKENS = 6144  # LocalChat's padded-token budget per batch on a CPU (measured under `length_batches`)
+
 class LocalChat(ChatLLM):
     "A local transformers chat model (default: bundled SmolLM2-135M-Instruct), loaded lazily, batched generation."
     def __init__(self, path: str | Path | None = None, gguf_file: str | None = None, batch_size=16, device=None,
                  dtype: str = 'auto',                 # 'auto': bfloat16 where the device has fast bf16 (AVX512-BF16, a GPU), else float32
-                 max_batch_tokens: int | None = None): # e.g. 4096: a batch's rows x longest prompt stays within this (None: batch_size rows)
+                 max_batch_tokens: int | str | None = 'auto'): # a batch's rows x longest prompt stays within this ('auto': CPU_BATCH_TOKENS on a CPU, None elsewhere; None: batch_size rows)
         if path is None:
             gguf = smollm2_path()
             path, gguf_file, self.name = gguf.parent, gguf.name, 'local:SmolLM2-135M-Instruct'
@@ -139,7 +141,7 @@ class LocalChat(ChatLLM):
 # %% ../nbs/02_llm.ipynb #d060e859
 @patch
 def load(self: LocalChat):
-    "Load tokenizer and model (done by the first `generate`); bf16 weights where `bf16_ok`: 2.5x faster on the eval-rag k=3 workload here (bench/bench_local_chat.py)."
+    "Load tokenizer and model (done by the first `generate`); bf16 weights where `bf16_ok`, batches cut by padded tokens on a CPU (bench/bench_local_chat.py)."
     if self.model is not None: return self
     import torch
     from transformers import AutoTokenizer, AutoModelForCausalLM
@@ -151,6 +153,7 @@ def load(self: LocalChat):
     model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32, **kw)
     dtype = self.dtype if self.dtype != 'auto' else 'bfloat16' if bf16_ok(self.device) else 'float32'
     self.tokenizer, self.model = tok, model.to(self.device, getattr(torch, dtype)).eval()
+    if self.max_batch_tokens == 'auto': self.max_batch_tokens = CPU_BATCH_TOKENS if str(self.device).startswith('cpu') else None
     return self
 
 # %% ../nbs/02_llm.ipynb #87779d0a
