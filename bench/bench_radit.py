@@ -152,7 +152,7 @@ def render(state: dict) -> list:
         '## Training', '', *md_table(['model', 'chats', 'tokens', 'steps', 'train loss', 'tokens/s', 'wall s', 'peak GB'], train), '',
         'wall s: the whole `finetune_llm` call (model load, training, merging the adapter). tokens: non-padding tokens of '
         'one epoch.', '',
-        '## Questions per second (eval_rag, batches of 16, bf16 where the CPU has it)', '', *md_table(['model', *CONDITIONS], speed), '',
+        '## Questions per second (eval_rag with LocalChat\'s defaults when each row ran: bf16 where the CPU has it, up to 16 rows a batch; since 2026-12-04 also cut at 6,144 padded tokens on a CPU)', '', *md_table(['model', *CONDITIONS], speed), '',
         'Produced by: ' + '; then '.join(f"`{c}`" for c in state['commands']) + f" ({state.get('finished_at', '?')}).",
         *problems(state)]
 
