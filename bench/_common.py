@@ -105,11 +105,13 @@ def dataset_label(data_file) -> str:
     return DATASETS.get(dataset_key(data_file), Path(data_file).name)
 
 
-def make_data(data_path: Path, run_dir: Path, n_train: int, seed: int):
-    "Split by paragraph (half / half), `n_train` seeded training queries; train.json and val.json in `run_dir`."
+def make_data(data_path: Path, run_dir: Path, n_train: int, seed: int, dev_frac: float | None = None):
+    """Split by paragraph (half / half), `n_train` seeded training queries; train.json and val.json in `run_dir`.
+    With `dev_frac`, "val" is a dev split: that share of the TRAINING half's paragraphs (the validation half is never read)."""
     from finetune_kit.core import load_squad, sample_queries, split_by_doc
     ds = load_squad(data_path)
     train_half, val = split_by_doc(ds, val_frac=0.5, seed=seed)
+    if dev_frac: train_half, val = split_by_doc(train_half, val_frac=dev_frac, seed=seed)
     train = sample_queries(train_half, n_train, seed=seed)
     train_p, val_p = run_dir / 'train.json', run_dir / 'val.json'
     train.save_json(train_p); val.save_json(val_p)

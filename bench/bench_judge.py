@@ -10,7 +10,7 @@ finishes (results/judge.json), so a rerun skips what is done.
     python bench/bench_judge.py --speed [--n-speed 200]   # after the above: every judge on the same rows, back to back
 
 `--speed` times the judges again in one process on the first N test rows of each data set (the
-students from --work), the cross-encoder first and last so a change of load shows, and writes
+students from --work; the LoRA student where its folder is still there), the cross-encoder first and last so a change of load shows, and writes
 the cross-encoder's speed as a multiple of each LLM judge's (results/judge_speed.{json,md}).
 """
 import argparse, json, sys, time
@@ -58,8 +58,8 @@ def speed(n: int, work: Path):
                    '| data | rows | judge | judgments/s | cross-encoder is x times faster |', '|---|---|---|---|---|']
     for ds, (kind, fit, dev, test) in datasets().items():
         rows, ce = test[:n], load_judge(work/f'{kind}-cross-encoder')
-        llms = {'SmolLM2, written verdict': LLMJudge('local', kind), 'SmolLM2, token probabilities': TokenProbJudge('local', kind),
-                'SmolLM2 + LoRA student': load_judge(work/f'{kind}-local')}
+        llms = {'SmolLM2, written verdict': LLMJudge('local', kind), 'SmolLM2, token probabilities': TokenProbJudge('local', kind)}
+        if (work/f'{kind}-local').is_dir(): llms['SmolLM2 + LoRA student'] = load_judge(work/f'{kind}-local')   # the same network, merged: the base's speed
         r = {'cross-encoder (first)': timed(ce, rows)} | {k: timed(j, rows) for k, j in llms.items()} | {'cross-encoder (last)': timed(ce, rows)}
         ce_s = min(r['cross-encoder (first)'], r['cross-encoder (last)'])
         res[ds] = {'rows': len(rows), 'judgments_per_s': r, 'ce_times': {k: round(ce_s / r[k], 1) for k in llms}}

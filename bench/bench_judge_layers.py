@@ -1,7 +1,7 @@
-"""Issue 14 (experiment, not a default yet): a shallower cross-encoder student (first N of MiniLM's 6 layers). Chosen on DEV splits only
+"""How the cross-encoder student's depth (`judge.CE_LAYERS`: the first N of MiniLM's 6 layers) was chosen, on DEV splits only
 (TruthfulQA: bench's fit/dev; HHH: a dev split carved by prompt from its training rows). Speed on 200 dev rows.
 
-    python bench/bench_judge_layers.py [6 3 2]      # trains into /tmp/ce_layers, results in bench/results/judge_layers.json
+    python bench/bench_judge_layers.py [6 3 2 1]      # trains into /tmp/ce_layers, results in bench/results/judge_layers.json
     python bench/bench_judge_layers.py --speed      # afterwards, on a quiet machine: the students and the token-probability judge back to back
 """
 import json, sys, time, shutil
@@ -9,15 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_judge as B
 from finetune_kit.judge import finetune_judge, evaluate_judge, split_rows, TokenProbJudge
-from finetune_kit.models import minilm_path
-from transformers import AutoModel, AutoTokenizer
 W = Path('/tmp/ce_layers'); W.mkdir(exist_ok=True)
-def truncated(n):
-    d = W/f'minilm-{n}'
-    if not d.exists():
-        m = AutoModel.from_pretrained(minilm_path()); m.encoder.layer = m.encoder.layer[:n]; m.config.num_hidden_layers = n
-        m.save_pretrained(d); AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(d)
-    return d
 ds = B.datasets()
 tq_kind, fit, dev, _ = ds['truthfulqa']
 h_kind, htrain, _, _ = ds['hhh']
@@ -32,14 +24,14 @@ def speed():
     res['speed_truthfulqa_dev'] = r; res_path.write_text(json.dumps(res, indent=1)); print(r)
 
 if sys.argv[1:] == ['--speed']: speed(); sys.exit()
-for n in [int(x) for x in sys.argv[1:]] or [6, 3, 2]:
+for n in [int(x) for x in sys.argv[1:]] or [6, 3, 2, 1]:
     for name, kind, f, d in (('truthfulqa', tq_kind, fit, dev), ('hhh', h_kind, hfit, hdev)):
         key = f'{name}-{n}'
         if key in res: continue
         out = W/key; shutil.rmtree(out, ignore_errors=True)
         t = time.perf_counter()
         j = finetune_judge(f, out, student='cross-encoder', kind=kind, dev=d if kind == 'correctness' else None,
-                           model=None if n == 6 else truncated(n), show_progress=False)
+                           layers=n, show_progress=False)
         train_s = time.perf_counter() - t
         m = evaluate_judge(j, d).metrics     # dev only (threshold tuned on the same dev for correctness: optimistic, same for every n)
         res[key] = {'layers': n, 'dev_kappa': m['kappa'], 'dev_n': m['n'], 'pc': m.get('position_consistency'),

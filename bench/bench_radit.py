@@ -7,6 +7,8 @@
 2. `train-radit`, `train-gold`, `train-llamaindex`: the training chats of `radit.RECIPES` (RA-DIT: one example per
    each of the top k=3 passages; gold: the gold passage alone; llamaindex: LlamaIndex's recipe, the top-1 passage
    joined) and a LoRA fine-tune of the bundled SmolLM2-135M-Instruct on each (`llm_ft.finetune_llm`).
+   `train-raft50`, `train-raft80`, `train-raft100`: RAFT (`radit_examples(oracle_frac=P)`): one example a question, the
+   gold passage among 2 of the retriever's best non-gold passages in a fraction P of them, 3 non-gold in the rest.
 3. `eval-MODEL-CONDITION` for MODEL in base, radit, gold, llamaindex and CONDITION in retrieved, gold,
    gold+distractors, none (k = 3): `radit.eval_rag`, greedy, 32 new tokens, the same questions for every row;
    the per-question table in RUN/eval/MODEL-CONDITION.jsonl.
@@ -16,18 +18,21 @@
 
 Training settings: NOT tuned. The three fine-tunes use the library's defaults (`finetune_llm`: 3 epochs, learning
 rate 2e-4, LoRA r=8 on every linear layer, 8 examples a step) and RA-DIT as the library defines it (no oracle
-fraction: that is RAFT). To choose them, carve a dev split by paragraph from the TRAINING half, never from
-validation, and pass `--epochs` / `--lr`.
+fraction: that is RAFT). To choose settings, `--dev 0.25` validates on a quarter of the TRAINING half's paragraphs
+(split by paragraph; the validation half is not read), e.g. the RAFT fraction:
+
+    python bench/bench_radit.py --dev 0.25 --n-train 150 --n-val 150 --run-dir bench/_runs/raft-dev --name raft_dev \
+        --steps data,train-radit,train-raft80,train-raft100,eval-radit-retrieved,eval-radit-gold+distractors,...,report
 
 Resumable by step: each step's result goes into RUN/state.json as it finishes, and a later call skips the steps
 already done (`--redo` runs the named ones again), so a crash or a session end loses at most the step in progress
 (a training step also resumes from its last checkpoint, every 50 optimizer steps). `--steps` names steps or
 prefixes (`train`, `eval-radit`, `eval-base-gold`...). Not run by CI.
 
-Cost, measured on 2 cores with `--epochs 1` (2026-12-04): about 1 h 50 min wall, part of it on a shared CPU. Training
-RA-DIT's 1,800 chats took 2,320 s (190 tokens/s, shared), gold-only 414 s and LlamaIndex's recipe 373 s (~375
-tokens/s, quiet); each fine-tune's evaluation takes 0.5-2.5 min a condition (short answers), the base model's
-5-16 min (it writes until the token limit). The default 3 epochs triple the training.
+Cost on 2 cores at the default 3 epochs (2026-12-04): training RA-DIT's 1,800 chats took 3,421 s, LlamaIndex's
+recipe 1,101 s and gold-only about 1,100 s (~387 tokens/s); each fine-tune's evaluation takes 0.5-2.5 min a
+condition (short answers), the base model's 5-16 min (it writes until the token limit). A RAFT model trains on
+about as many tokens as RA-DIT. With `--epochs 1`, about a third of the training.
 
     python bench/bench_radit.py                                    # everything, or whatever is left of it
     python bench/bench_radit.py --steps data,eval-base,report      # the base model only
@@ -41,19 +46,22 @@ from _common import (BENCH, command_line, cpu_info, dataset_label, load_state, l
                      parser, problems, save_report, save_state)
 
 MODELS = {'base': 'SmolLM2-135M-Instruct (base)', 'radit': 'RA-DIT (top-3, one example each)',
-          'gold': 'gold passage only', 'llamaindex': "LlamaIndex's recipe (top-1 joined)"}
+          'gold': 'gold passage only', 'llamaindex': "LlamaIndex's recipe (top-1 joined)",
+          **{f'raft{p}': f'RAFT, gold passage in {p}% (among the top non-gold)' for p in (50, 80, 100)}}
+# RAFT: one example a question, 3 passages: the gold one and 2 of the retriever's best non-gold in a fraction P, else 3 non-gold
+RAFT = {f'raft{p}': dict(k=3, oracle_frac=p / 100) for p in (50, 80, 100)}
 CONDITIONS = ('retrieved', 'gold', 'gold+distractors', 'none')      # as finetune_kit.radit.CONDITIONS (checked in main)
 TRAINED = [m for m in MODELS if m != 'base']
 STEPS = (['data'] + [f'eval-base-{c}' for c in CONDITIONS] + [f'train-{m}' for m in TRAINED]
          + [f'eval-{m}-{c}' for m in TRAINED for c in CONDITIONS] + ['report'])
-CONFIG = ('data', 'n_train', 'n_val', 'seed', 'k', 'epochs', 'lr')   # a run directory holds one configuration
+CONFIG = ('data', 'dev', 'n_train', 'n_val', 'seed', 'k', 'epochs', 'lr')   # a run directory holds one configuration
 
 
 # ---------------------------------------------------------------- steps
 def step_data(a, run: Path, state: dict) -> dict:
     from finetune_kit.core import QADataset, sample_queries
     from finetune_kit.radit import retrieve
-    train_p, val_p, info = make_data(a.data, run, a.n_train, a.seed)
+    train_p, val_p, info = make_data(a.data, run, a.n_train, a.seed, a.dev)
     val = sample_queries(QADataset.from_json(val_p), a.n_val, seed=a.seed)
     val.save_json(run / 'val_eval.json')
     train = QADataset.from_json(train_p)
@@ -76,9 +84,9 @@ def data(run: Path, side: str):
 def step_train(model: str, a, run: Path, state: dict) -> dict:
     from finetune_kit.chat_data import write_chat_jsonl
     from finetune_kit.llm_ft import finetune_llm
-    from finetune_kit.radit import recipe_examples
+    from finetune_kit.radit import RECIPES, radit_examples
     train, ranked = data(run, 'train')
-    ex = recipe_examples(train, ranked, model, seed=a.seed)
+    ex = radit_examples(train, ranked, seed=a.seed, **(RECIPES | RAFT)[model])
     write_chat_jsonl(run / f'{model}.jsonl', ex)
     log(f"{model}: {len(ex)} training chats from {len(train.queries)} questions")
     info = finetune_llm(ex, run / model, epochs=a.epochs, learning_rate=a.lr, seed=a.seed, show_progress=False).run_info
@@ -138,9 +146,11 @@ def render(state: dict) -> list:
     tg = targets(s)
     return [
         '# RA-DIT: retrieval-augmented fine-tuning of the generator', '',
-        f"{dataset_label(d['file'])}, split by paragraph half / half (seed {cfg['seed']}) before anything else. Training: "
-        f"{d['n_train_queries']} questions (retrieval over the {d['n_train_corpus']} training-half paragraphs). Validation: "
-        f"{d['n_eval_queries']} questions, each against all {d['n_val_corpus']} validation-half paragraphs (retrieval "
+        f"{dataset_label(d['file'])}, split by paragraph half / half (seed {cfg['seed']}) before anything else"
+        + (f"; this is a DEV run: the training half split again by paragraph, {cfg['dev']:g} of it for dev, the validation half unread. "
+           if cfg.get('dev') else '. ') + f"Training: "
+        f"{d['n_train_queries']} questions (retrieval over the {d['n_train_corpus']} training paragraphs). {'Dev' if cfg.get('dev') else 'Validation'}: "
+        f"{d['n_eval_queries']} questions, each against all {d['n_val_corpus']} {'dev' if cfg.get('dev') else 'validation-half'} paragraphs (retrieval "
         f"hit@1 {100 * d['val_hit@1']:.1f}%, bundled all-MiniLM-L6-v2), the same questions in every cell. k = {cfg['k']}. "
         f"Generator: SmolLM2-135M-Instruct, LoRA r=8, {cfg['epochs']:g} epoch(s), learning rate {cfg['lr']:g} ("
         + ("the library's defaults" if (cfg['epochs'], cfg['lr']) == (3, 2e-4) else 'given on the command line')
@@ -199,6 +209,7 @@ def main():
     ap = parser(__doc__, 'reddit_v1.0.json')
     ap.add_argument('--n-train', type=int, default=600, help='training questions (seeded sample of the training half)')
     ap.add_argument('--n-val', type=int, default=300, help='validation questions (seeded sample of the validation half)')
+    ap.add_argument('--dev', type=float, default=None, help='choose settings: validate on this share of the TRAINING half (split by paragraph), never on the validation half')
     ap.add_argument('--k', type=int, default=3, help='passages per question when evaluating')
     ap.add_argument('--epochs', type=float, default=3, help="fine-tuning epochs (finetune_llm's default)")
     ap.add_argument('--lr', type=float, default=2e-4, help="learning rate (finetune_llm's default)")

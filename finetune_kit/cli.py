@@ -558,7 +558,7 @@ def cmd_finetune_judge(a):
     rows, kind = _judge_rows(a.train, a.kind, labelled=True)
     if a.student.startswith('openai:'): return _hosted_judge(a, rows, kind)
     fit, dev = split_rows(rows, a.dev_frac, a.seed) if kind == 'correctness' and a.dev_frac else (rows, None)
-    judge = finetune_judge(fit, a.out, a.student, kind, dev=dev, epochs=a.epochs, learning_rate=a.lr, seed=a.seed)
+    judge = finetune_judge(fit, a.out, a.student, kind, dev=dev, epochs=a.epochs, learning_rate=a.lr, seed=a.seed, layers=a.layers)
     info = {'student': a.student, 'kind': kind, 'n_train_rows': len(fit), 'n_dev_rows': len(dev or []), 'threshold': getattr(judge, 'threshold', None)}
     print(f"trained a {a.student} {kind} judge on {len(fit)} rows" + (f", threshold {info['threshold']:.3f} tuned on {len(dev)} dev rows" if dev else '')
           + f"; use it as --judge {a.out}")
@@ -611,6 +611,7 @@ def _p_finetune_judge(sub):
     f.add_argument('--epochs', type=_epochs, default=d, help=h)
     (d, h) = _default('1e-4 for the cross-encoder, 2e-4 for the LLM', 'learning rate')
     f.add_argument('--lr', type=float, default=d, help=h)
+    f.add_argument('--layers', type=int, default=None, help="cross-encoder student: how many of the bundled MiniLM's 6 transformer layers it keeps (default: 3)")
     f.add_argument('--dev-frac', type=float, default=0.2, help="correctness: share of the training questions held out to tune the student's threshold")
     f.add_argument('--seed', type=int, default=0, help='random seed (dev split, initialisation, shuffling)')
     f.add_argument('--poll-s', type=float, default=10.0, help='hosted: seconds between status checks')

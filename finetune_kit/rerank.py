@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'LABEL_PROMPT', 'retrieve', 'check_has_negatives', 'mine_pairs', 'check_pairs', 'parse_yes_no',
            'llm_label_pairs', 'save_pairs', 'load_pairs', 'NotACrossEncoder', 'is_cross_encoder', 'check_reranker_path',
-           'load_reranker', 'Reranker', 'evaluate_reranking', 'compare_rerankers', 'tune_retriever_weight',
-           'finetune_reranker']
+           'load_reranker', 'keep_layers', 'Reranker', 'evaluate_reranking', 'compare_rerankers',
+           'tune_retriever_weight', 'finetune_reranker']
 
 # %% ../nbs/13_cross_encoder.ipynb #f13fd852
 def retrieve(ds: QADataset, retriever=None, k: int = 20, index: VectorIndex | None = None, scores: bool = False):
@@ -193,6 +193,17 @@ def load_reranker(model=None, max_length: int | None = None, device: str | None 
     if ce.num_labels != 1: raise NotACrossEncoder(f"{model}: a classifier with {ce.num_labels} labels, not a single-score reranker")
     return ce
 
+# %% ../nbs/13_cross_encoder.ipynb #44c7bfb2
+def keep_layers(ce, n: int):
+    "`ce` (a `CrossEncoder`) cut, in place, to the first `n` transformer layers of its backbone; returned."
+    import torch
+    hf = ce.model
+    stack = next(m for m in hf.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == hf.config.num_hidden_layers)
+    if not 1 <= n <= len(stack): raise ValueError(f"layers must be between 1 and {len(stack)} (the model's depth), got {n}")
+    del stack[n:]
+    hf.config.num_hidden_layers = n          # saved with the model, so it reloads at this depth
+    return ce
+
 # %% ../nbs/13_cross_encoder.ipynb #b89a23ca
 def _z(x) -> np.ndarray:
     "`x` centred and scaled to unit spread (all zeros when its values are equal)."
@@ -344,6 +355,7 @@ def finetune_reranker(train: QADataset | Sequence[dict],  # a `QADataset` (pairs
                       epochs: float = 2, batch_size: int = 16, learning_rate: float = 1e-4,
                       lr_scheduler: str = 'constant_with_warmup', warmup_ratio: float = 0.05,
                       max_length: int = 256,          # tokens of question + passage
+                      layers: int | None = None,      # keep only the first `layers` transformer layers of the base (`keep_layers`); `None`: all
                       save_steps: int = 100,          # a checkpoint every this many steps
                       resume: bool = True,            # resume from the newest checkpoint in `out_dir`, on its pairs
                       seed: int = 0, bf16: bool | None = None,  # bf16 `None`: where the hardware has it
@@ -363,6 +375,7 @@ def finetune_reranker(train: QADataset | Sequence[dict],  # a `QADataset` (pairs
     seed_everything(seed)
     new_head = model is None or (not hasattr(model, 'predict') and Path(str(model)).is_dir() and not is_cross_encoder(model))
     ce = load_reranker(model, max_length=max_length, seed=seed, new_head=True)
+    if layers: keep_layers(ce, layers)
     args = training_args(CrossEncoderTrainingArguments, out_dir, len(rows), epochs, batch_size, learning_rate, warmup_ratio,
                          save_steps, seed, bf16, show_progress, lr_scheduler_type=lr_scheduler,
                          ddp_static_graph=True)   # under DDP: the same weights get gradients every step (else DDP stops)
@@ -372,7 +385,7 @@ def finetune_reranker(train: QADataset | Sequence[dict],  # a `QADataset` (pairs
         'retriever': str(retriever or 'bundled all-MiniLM-L6-v2') if isinstance(train, QADataset) else None,
         'negatives': negatives, 'random_negatives': random_negatives, 'llm_labels': None if llm is None else str(getattr(llm, 'name', llm)),
         **counts, 'epochs': epochs, 'batch_size': batch_size, 'learning_rate': learning_rate, 'lr_scheduler': lr_scheduler,
-        'max_length': max_length, 'bf16': args.bf16, 'steps': steps, 'loss': 'BinaryCrossEntropyLoss'}, keep_checkpoints,
+        'max_length': max_length, 'layers': ce.model.config.num_hidden_layers, 'bf16': args.bf16, 'steps': steps, 'loss': 'BinaryCrossEntropyLoss'}, keep_checkpoints,
         save=lambda: ce.save_pretrained(str(out_dir)))
     saved = load_reranker(out_dir)        # the saved model: the trainer may leave bf16 autocast wrapped around `ce`
     saved.run_info = info
