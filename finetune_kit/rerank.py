@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'LABEL_PROMPT', 'retrieve', 'check_has_negatives', 'mine_pairs', 'check_pairs', 'parse_yes_no',
            'llm_label_pairs', 'save_pairs', 'load_pairs', 'NotACrossEncoder', 'is_cross_encoder', 'check_reranker_path',
-           'load_reranker', 'keep_layers', 'Reranker', 'evaluate_reranking', 'compare_rerankers',
+           'load_reranker', 'LayersError', 'keep_layers', 'Reranker', 'evaluate_reranking', 'compare_rerankers',
            'tune_retriever_weight', 'finetune_reranker']
 
 # %% ../nbs/13_cross_encoder.ipynb #f13fd852
@@ -194,12 +194,14 @@ def load_reranker(model=None, max_length: int | None = None, device: str | None 
     return ce
 
 # %% ../nbs/13_cross_encoder.ipynb #44c7bfb2
+class LayersError(FtkError, ValueError): "A depth the model does not have."
+
 def keep_layers(ce, n: int):
     "`ce` (a `CrossEncoder`) cut, in place, to the first `n` transformer layers of its backbone; returned."
     import torch
     hf = ce.model
     stack = next(m for m in hf.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == hf.config.num_hidden_layers)
-    if not 1 <= n <= len(stack): raise ValueError(f"layers must be between 1 and {len(stack)} (the model's depth), got {n}")
+    if not 1 <= n <= len(stack): raise LayersError(f"layers must be between 1 and {len(stack)} (the model's depth), got {n}")
     del stack[n:]
     hf.config.num_hidden_layers = n          # saved with the model, so it reloads at this depth
     return ce
