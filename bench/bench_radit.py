@@ -69,7 +69,7 @@ def step_data(a, run: Path, state: dict) -> dict:
         (run / f'ranked_{name}.json').write_text(json.dumps(retrieve(ds, n=10)))
     hit = lambda ds, r: sum(r[q][0] in ds.relevant_docs[q] for q in r) / len(r)
     ranked_val = json.loads((run / 'ranked_val.json').read_text())
-    log(f"validation: {len(val.queries)} questions x {len(val.corpus)} paragraphs; retrieval hit@1 {hit(val, ranked_val):.3f}")
+    log(f"{'dev' if a.dev else 'validation'}: {len(val.queries)} questions x {len(val.corpus)} paragraphs; retrieval hit@1 {hit(val, ranked_val):.3f}")
     return {**info, 'n_eval_queries': len(val.queries), 'val_hit@1': round(hit(val, ranked_val), 4),
             'train': str(train_p), 'val': str(run / 'val_eval.json'), 'file': str(Path(a.data).resolve())}
 
