@@ -367,6 +367,9 @@ def finetune_reranker(train: QADataset | Sequence[dict],  # a `QADataset` (pairs
                      ):
     "Fine-tune a cross-encoder on labelled pairs; save it to `out_dir` and return it (a `CrossEncoder`)."
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
+    new_head = model is None or (not hasattr(model, 'predict') and Path(str(model)).is_dir() and not is_cross_encoder(model))
+    ce = load_reranker(model, max_length=max_length, seed=seed, new_head=True)
+    if layers: keep_layers(ce, layers)    # before anything is written: a depth the model lacks leaves no files behind
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():                 # pairs are mined (or read) once, by rank 0; other processes train on its file
         rows = _training_rows(train, out_dir, resume, retriever, negatives, random_negatives, llm, seed)
@@ -375,9 +378,6 @@ def finetune_reranker(train: QADataset | Sequence[dict],  # a `QADataset` (pairs
     if not is_main_process(): rows = load_pairs(out_dir/'pairs.jsonl')
     counts = check_pairs(rows)
     seed_everything(seed)
-    new_head = model is None or (not hasattr(model, 'predict') and Path(str(model)).is_dir() and not is_cross_encoder(model))
-    ce = load_reranker(model, max_length=max_length, seed=seed, new_head=True)
-    if layers: keep_layers(ce, layers)
     args = training_args(CrossEncoderTrainingArguments, out_dir, len(rows), epochs, batch_size, learning_rate, warmup_ratio,
                          save_steps, seed, bf16, show_progress, lr_scheduler_type=lr_scheduler,
                          ddp_static_graph=True)   # under DDP: the same weights get gradients every step (else DDP stops)
