@@ -124,11 +124,12 @@ def scores(state: dict) -> dict:
 
 
 def targets(s: dict) -> list:
-    "The issue's targets: (what, value in F1 points, met) for those that can be computed."
+    "The issue's targets, for RA-DIT and any RAFT model run: (what, value in F1 points, met) for those that can be computed."
     f1 = lambda m, c: 100 * s[m][c]['f1'] if c in s.get(m, {}) else None
-    rows = [('RA-DIT - base, gold+distractors (>= +20)', 'radit', 'base', 'gold+distractors', 20),
-            ('RA-DIT - base, retrieved (>= +5)', 'radit', 'base', 'retrieved', 5),
-            ("RA-DIT - LlamaIndex's recipe, gold+distractors (> 0)", 'radit', 'llamaindex', 'gold+distractors', 0)]
+    rows = [r for m, name in [('radit', 'RA-DIT')] + [(m, f'RAFT {m[4:]}%') for m in RAFT if m in s]
+            for r in [(f'{name} - base, gold+distractors (>= +20)', m, 'base', 'gold+distractors', 20),
+                      (f'{name} - base, retrieved (>= +5)', m, 'base', 'retrieved', 5),
+                      (f"{name} - LlamaIndex's recipe, gold+distractors (> 0)", m, 'llamaindex', 'gold+distractors', 0)]]
     out = []
     for what, m1, m2, c, need in rows:
         x, y = f1(m1, c), f1(m2, c)
