@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_llm_finetune.ipynb #f49f9f05
 from __future__ import annotations
-import contextlib, copy, gc, json, os, re, sys, time
+import contextlib, copy, gc, json, os, re, sys, time, warnings
 from pathlib import Path
 from typing import Sequence
 from .core import FtkError, hub_name
@@ -205,6 +205,8 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
     out_dir, model_dir = Path(out_dir), _model_dir(model)
     tok = AutoTokenizer.from_pretrained(model_dir)
     train_ds, n_long = _chat_dataset(tok, train_ex, max_length)
+    if n_long: warnings.warn(f"{n_long} of {len(train_ex)} training examples are longer than max_length={max_length} tokens "
+                             "and are left out (counted in run_info['n_dropped_too_long']); raise max_length to keep them")
     val_ds = None if val_ex is None else _chat_dataset(tok, val_ex, max_length)[0]
     longest = max(map(len, train_ds['input_ids']))
     if gradient_checkpointing is None: gradient_checkpointing = longest > tokens_per_pass
