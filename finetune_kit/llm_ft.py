@@ -213,7 +213,7 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
     out_dir.mkdir(parents=True, exist_ok=True)
     bf16 = bf16_ok() if bf16 is None else bf16
     args = training_args(SFTConfig, out_dir, len(train_ds), epochs, batch_size, learning_rate, warmup_ratio, save_steps, seed, bf16,
-                         show_progress, max_length=max_length, gradient_checkpointing=gradient_checkpointing, model_init_kwargs=_model_kwargs(bf16),
+                         show_progress, max_length=max_length, activation_checkpointing=gradient_checkpointing, model_init_kwargs=_model_kwargs(bf16),
                          per_device_eval_batch_size=1, prediction_loss_only=True, include_num_input_tokens_seen='non_padding',
                          ddp_find_unused_parameters=False)   # under DDP: every LoRA weight gets a gradient each step
     trainer = _lora_trainer(model_dir, tok, train_ds, val_ds, args, lora_r, callbacks, tokens_per_pass)
@@ -228,7 +228,7 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
         'n_train': len(train_ds), 'n_val': None if val_ds is None else len(val_ds), 'n_dropped_too_long': n_long,
         'n_train_tokens': sum(map(len, train_ds['input_ids'])), 'n_loss_tokens': sum(l != -100 for r in train_ds['labels'] for l in r),
         'longest': longest, 'epochs': epochs, 'learning_rate': learning_rate, 'lora_r': lora_r, 'max_length': max_length,
-        'batch_size': batch_size, 'tokens_per_pass': tokens_per_pass, 'bf16': args.bf16, 'gradient_checkpointing': gradient_checkpointing,
+        'batch_size': batch_size, 'tokens_per_pass': tokens_per_pass, 'bf16': args.bf16, 'gradient_checkpointing': args.activation_checkpointing,
         'device': str(args.device), 'steps': steps, **stats, 'val_loss_before': before, 'val_loss_after': after,
         'wall_s': round(time.time() - t0, 1), 'peak_rss_mb': peak_rss_mb()}, keep_checkpoints,
         save=lambda: merge_adapter(model_dir, out_dir/'adapter', out_dir/'model'))   # rank 0 merges; the others wait for it
