@@ -591,14 +591,18 @@ def cmd_eval_judge(a):
                                 | {k: m[k] for k in ('invalid', 'tokens_per_judgment')}))
 
 # %% ../nbs/30_cli.ipynb #5bad81f3
+def _judge_rows(p, rows: str):
+    "--data and --judge, as `judge` and `eval-judge` take them."
+    p.add_argument('--data', required=True, type=Path, help=f'{rows} (JSONL)')
+    p.add_argument('--judge', required=True, help="'lexical', 'local', 'local:DIR', 'openai:MODEL' or a finetune-judge folder")
+
 def _judge_common(p):
     p.add_argument('--kind', choices=('correctness', 'pairwise'), default=None, help="the rows' kind (default: read from the first row)")
     _base_url(p, '--judge'); _json_arg(p)
 
 def _p_judge(sub):
     j = _command(sub, 'judge', cmd_judge, 'label judge rows (correctness or pairwise JSONL) with a judge, resumably')
-    j.add_argument('--data', required=True, type=Path, help='judge rows (JSONL)')
-    j.add_argument('--judge', required=True, help="'lexical', 'local', 'local:DIR', 'openai:MODEL' or a finetune-judge folder")
+    _judge_rows(j, 'judge rows')
     j.add_argument('--out', required=True, type=Path, help='labelled rows (JSONL; a rerun resumes it)')
     _judge_common(j)
 
@@ -619,8 +623,7 @@ def _p_finetune_judge(sub):
 
 def _p_eval_judge(sub):
     e = _command(sub, 'eval-judge', cmd_eval_judge, "agreement of a judge with the rows' labels: kappa, invalid rate, position consistency, speed")
-    e.add_argument('--data', required=True, type=Path, help='labelled judge rows (JSONL)')
-    e.add_argument('--judge', required=True, help="'lexical', 'local', 'local:DIR', 'openai:MODEL' or a finetune-judge folder")
+    _judge_rows(e, 'labelled judge rows')
     e.add_argument('--out', type=Path, default=None, help='per-row verdicts (JSONL)')
     _judge_common(e)
 
