@@ -591,7 +591,7 @@ def cmd_eval_judge(a):
                                 | {k: m[k] for k in ('invalid', 'tokens_per_judgment')}))
 
 # %% ../nbs/30_cli.ipynb #5bad81f3
-def _judge_rows(p, rows: str):
+def _judge_args(p, rows: str):
     "--data and --judge, as `judge` and `eval-judge` take them."
     p.add_argument('--data', required=True, type=Path, help=f'{rows} (JSONL)')
     p.add_argument('--judge', required=True, help="'lexical', 'local', 'local:DIR', 'openai:MODEL' or a finetune-judge folder")
@@ -602,7 +602,7 @@ def _judge_common(p):
 
 def _p_judge(sub):
     j = _command(sub, 'judge', cmd_judge, 'label judge rows (correctness or pairwise JSONL) with a judge, resumably')
-    _judge_rows(j, 'judge rows')
+    _judge_args(j, 'judge rows')
     j.add_argument('--out', required=True, type=Path, help='labelled rows (JSONL; a rerun resumes it)')
     _judge_common(j)
 
@@ -623,7 +623,7 @@ def _p_finetune_judge(sub):
 
 def _p_eval_judge(sub):
     e = _command(sub, 'eval-judge', cmd_eval_judge, "agreement of a judge with the rows' labels: kappa, invalid rate, position consistency, speed")
-    _judge_rows(e, 'labelled judge rows')
+    _judge_args(e, 'labelled judge rows')
     e.add_argument('--out', type=Path, default=None, help='per-row verdicts (JSONL)')
     _judge_common(e)
 
