@@ -33,9 +33,9 @@ Cost on 2 cores at the default 3 epochs (2026-12-04): training RA-DIT's 1,800 ch
 recipe 1,101 s and gold-only about 1,100 s (~387 tokens/s); each fine-tune's evaluation takes 0.5-2.5 min a
 condition (short answers), the base model's 5-16 min (it writes until the token limit). RAFT 100% (2026-12-05): 581
 chats (19 dropped as too long), 348,051 tokens an epoch, 2,207 s (474 tokens/s). On NYT (`--data
-../shared/data/squad_shifts/nyt_v1.0.json`, 2026-12-05): RAFT 100% 3,170 s, gold-only 1,086 s, LlamaIndex's recipe 957 s;
-with LocalChat's token budget every evaluation, the base model's included, took 0.3-2.3 min a condition. With
-`--epochs 1`, about a third of the training. The RAFT dev run above (3 models): about 10 min a model.
+../shared/data/squad_shifts/nyt_v1.0.json`, 2026-12-05): RA-DIT 2,988 s, RAFT 100% 3,170 s, gold-only 1,086 s,
+LlamaIndex's recipe 957 s; with LocalChat's token budget every evaluation, the base model's included, took
+0.3-2.3 min a condition. With `--epochs 1`, about a third of the training. The RAFT dev run above (3 models): about 10 min a model.
 
     python bench/bench_radit.py                                    # everything, or whatever is left of it
     python bench/bench_radit.py --steps data,eval-base,report      # the base model only
