@@ -493,17 +493,22 @@ RAG_KEYS = ('em', 'f1', 'n_queries', 'context', 'k', 'questions_per_s')
 
 def cmd_eval_rag(a):
     from finetune_kit.radit import eval_rag
+    from finetune_kit.judge import judge_rag
     from finetune_kit.core import sample_queries
     ds = _qa_with_answers(a.data)
     if a.limit: ds = sample_queries(ds, a.limit, seed=0)        # the corpus stays every passage
+    judge = _judge(a.judge, 'correctness', a.judge_base_url) if a.judge else None   # a bad --judge stops before any answering
     llm = _llm(a.llm, a.base_url)
     ranked = _ranked(ds, a.retriever, None, a.k + 5) if a.context in ('retrieved', 'gold+distractors') else None
     res = eval_rag(llm, ds, ranked, a.context, k=a.k)
+    if judge: judge_rag(res, judge)
     if a.out: res.table.to_json(a.out, orient='records', lines=True, force_ascii=False)
     m = res.metrics
     print(f"{m['context']} (k={m['k']}): EM {100 * m['em']:.1f}  F1 {100 * m['f1']:.1f}  on {m['n_queries']} questions "
           f"({m['n_failed']} failed replies), {m['questions_per_s']:.2f} questions/s")
-    if a.json: print(json.dumps({k: m[k] for k in RAG_KEYS} | {'n_failed': m['n_failed']}))
+    judged = {k: m[k] for k in ('judged_correct', 'judge_invalid')} if judge else {}
+    if judge: print(f"judged correct by {m['judge']}: {100 * m['judged_correct']:.1f}% ({100 * m['judge_invalid']:.1f}% unreadable verdicts)")
+    if a.json: print(json.dumps({k: m[k] for k in RAG_KEYS} | {'n_failed': m['n_failed']} | judged))
 
 def _p_eval_rag(sub):
     e = _command(sub, 'eval-rag', cmd_eval_rag, "SQuAD exact match and F1 of an LLM's answers over retrieved, gold, gold+distractors or no passages")
@@ -515,6 +520,8 @@ def _p_eval_rag(sub):
     e.add_argument('--context', default='retrieved', choices=['retrieved', 'gold', 'gold+distractors', 'none'], help='what the LLM is shown')
     e.add_argument('--limit', type=int, default=None, help='score a seeded sample of this many questions')
     e.add_argument('--out', type=Path, default=None, help='per-question table (JSONL)')
+    e.add_argument('--judge', default=None, help="also judge each answer against its gold answers: 'lexical', 'local', 'local:DIR', 'openai:MODEL' or a finetune-judge folder")
+    e.add_argument('--judge-base-url', default=None, help='OpenAI-compatible server for --judge openai:MODEL (key from OPENAI_API_KEY)')
     _json_arg(e)
 
 # %% ../nbs/30_cli.ipynb #b058ef23

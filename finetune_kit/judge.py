@@ -20,7 +20,7 @@ __all__ = ['FIELDS', 'PAIRWISE_LABELS', 'CORRECTNESS_PROMPT', 'SCORE_PROMPT', 'P
            'hhh_rows', 'split_rows', 'judge_messages', 'swap', 'parse_verdict', 'Judge', 'consensus', 'content_words',
            'LexicalJudge', 'LLMJudge', 'TokenProbJudge', 'row_key', 'label_rows', 'agreement', 'JudgeResult',
            'require_labels', 'evaluate_judge', 'student_examples', 'ce_query', 'student_pairs', 'CrossEncoderJudge',
-           'tune_threshold', 'finetune_judge', 'load_judge', 'compare_judges', 'plot_judges']
+           'tune_threshold', 'finetune_judge', 'load_judge', 'compare_judges', 'plot_judges', 'rag_rows', 'judge_rag']
 
 # %% ../nbs/22_judge.ipynb #b92d7361
 FIELDS = {'correctness': (('question', 'answer'), ('reference', 'context')),   # (required, optional) text fields
@@ -528,3 +528,21 @@ def plot_judges(results: Sequence[JudgeResult], path: str | Path | None = None, 
     fig.tight_layout()
     if path: fig.savefig(path, dpi=110)
     return fig
+
+# %% ../nbs/22_judge.ipynb #cb5b076b
+def rag_rows(table) -> list[dict]:
+    "Correctness rows from an `eval_rag` table: each question's answer, with its gold answers as the reference."
+    return [{'question': r['question'], 'answer': r['answer'], 'reference': ' | '.join(r['gold'])} for r in table.to_dict('records')]
+
+def judge_rag(result, judge: Judge) -> dict:
+    "`judge`'s verdict on each answer of an `eval_rag` result, added to its table (`judged`) and metrics; those metrics."
+    if judge.kind != 'correctness': raise ValueError(f"{judge.name} is a {judge.kind} judge: RAG answers need a correctness judge")
+    rows = rag_rows(result.table)
+    asked = [i for i, r in enumerate(rows) if isinstance(r['answer'], str) and r['answer'].strip()]
+    verdicts = [False] * len(rows)                       # no answer: not correct
+    for i, v in zip(asked, judge.judge([rows[i] for i in asked]) if asked else []): verdicts[i] = v['verdict']
+    result.table['judged'] = verdicts
+    n = max(1, len(rows))
+    m = {'judged_correct': sum(v is True for v in verdicts) / n, 'judge_invalid': sum(v is None for v in verdicts) / n, 'judge': judge.name}
+    result.metrics.update(m)
+    return m
