@@ -107,7 +107,7 @@ def _json_arg(p):
 
 # %% ../nbs/30_cli.ipynb #220010a8
 def cmd_generate_qa(a):
-    from finetune_kit.synth import generate_questions, qa_dataset
+    from finetune_kit.synth import generate_questions, qa_dataset, generate_answers, with_answers
     docs = load_documents(a.docs)
     nodes = make_nodes(docs, max_words=a.chunk_words)
     if a.max_chunks: nodes = nodes[:a.max_chunks]
@@ -115,9 +115,13 @@ def cmd_generate_qa(a):
     progress = Path(str(a.out) + '.progress.jsonl')
     print(f"{len(docs)} documents -> {len(nodes)} chunks; progress in {progress}", file=sys.stderr)
     rows = generate_questions(nodes, llm, progress, n_questions=a.questions_per_chunk, batch_size=a.batch_size)
-    ds = qa_dataset(nodes, rows); ds.save_json(a.out)
-    skipped = sum('skipped' in r for r in rows if r['node_id'] in {n.id for n in nodes})
-    print(f"wrote {a.out}: {len(ds)} questions over {len(ds.corpus)} chunks ({skipped} chunks skipped)")
+    ds = qa_dataset(nodes, rows)
+    skipped, asked = sum('skipped' in r for r in rows if r['node_id'] in {n.id for n in nodes}), len(ds)
+    if a.answers:          # each question answered from its own chunk, resumable like the questions
+        ds = with_answers(ds, generate_answers(ds, llm, Path(str(a.out) + '.answers.jsonl'), batch_size=a.batch_size))
+    ds.save_json(a.out)
+    unanswered = f"; {asked - len(ds)} questions without a usable answer left out" if a.answers else ''
+    print(f"wrote {a.out}: {len(ds)} questions over {len(ds.corpus)} chunks ({skipped} chunks skipped{unanswered})")
 
 # %% ../nbs/30_cli.ipynb #eddaf5ef
 def _p_generate_qa(sub):
@@ -130,7 +134,8 @@ def _p_generate_qa(sub):
     g.add_argument('--concurrency', type=int, default=8, help='parallel requests (openai backend)')
     g.add_argument('--chunk-words', type=int, default=160, help='words per chunk')
     g.add_argument('--max-chunks', type=int, default=None, help='only the first N chunks (default: all)')
-    g.add_argument('--batch-size', type=int, default=32, help='chunks per progress write')
+    g.add_argument('--batch-size', type=int, default=32, help='chunks (and questions) per progress write')
+    g.add_argument('--answers', action='store_true', help="also answer each question from its own chunk (responses, as radit-data needs); progress in OUT.answers.jsonl")
 
 # %% ../nbs/30_cli.ipynb #563bcbdd
 def cmd_finetune_embeddings(a):
