@@ -461,10 +461,18 @@ def _qa_with_answers(path: Path) -> QADataset:
     "The dataset at `path` (QADataset JSON or SQuAD format), every question with a text answer."
     return QADataset.from_json(path).require_responses(str(path))
 
-def _ranked(ds: QADataset, retriever, base_url, n: int) -> dict:
+def _retriever(spec, base_url):
+    "`--retriever`: a model (path, hub name, `openai:MODEL`; default the bundled MiniLM) or an adapter folder, over the base it records."
+    from finetune_kit.adapter import AdapterEncoder, AdapterError, adapter_info
+    try: is_adapter = spec is not None and Path(spec).is_dir() and 'adapter' in adapter_info(spec)
+    except AdapterError: is_adapter = False
+    if is_adapter: return AdapterEncoder.load(spec, base_url=base_url)
     from finetune_kit.embedders import get_embedder
+    return get_embedder(_check_model('--retriever', spec), base_url=base_url)
+
+def _ranked(ds: QADataset, retriever, base_url, n: int) -> dict:
     from finetune_kit.radit import retrieve
-    return retrieve(ds, get_embedder(_check_model('--retriever', retriever), base_url=base_url), n=n)
+    return retrieve(ds, _retriever(retriever, base_url), n=n)
 
 def cmd_radit_data(a):
     from finetune_kit.radit import radit_examples, SYSTEM
@@ -483,7 +491,7 @@ def _p_radit_data(sub):
     r = _command(sub, 'radit-data', cmd_radit_data, 'retrieval-augmented chat JSONL (RA-DIT; RAFT options) from questions with answers')
     r.add_argument('--data', required=True, type=Path, help='QADataset JSON with responses, or a SQuAD-format file')
     r.add_argument('--out', required=True, type=Path, help='chat JSONL to write')
-    r.add_argument('--retriever', default=None, help="embedding model: path, hub name or 'openai:MODEL' (default: bundled MiniLM)")
+    r.add_argument('--retriever', default=None, help="embedding model (path, hub name or 'openai:MODEL') or a finetune-adapter folder (default: bundled MiniLM)")
     r.add_argument('--k', type=int, default=3, help='retrieved passages per question')
     r.add_argument('--oracle-frac', type=float, default=None, help='RAFT: fraction of examples holding the gold passage (default: RA-DIT, no RAFT)')
     r.add_argument('--distractors', type=int, default=None, help='RAFT: non-gold passages per example (default: k-1)')
@@ -520,7 +528,7 @@ def _p_eval_rag(sub):
     e.add_argument('--data', required=True, type=Path, help='QADataset JSON with responses, or a SQuAD-format file')
     e.add_argument('--llm', default='local', help="'local', 'local:DIR' (a model or finetune-llm folder) or 'openai:MODEL'")
     _base_url(e, '--llm')
-    e.add_argument('--retriever', default=None, help="embedding model: path or hub name (default: bundled MiniLM)")
+    e.add_argument('--retriever', default=None, help="embedding model (path, hub name or 'openai:MODEL') or a finetune-adapter folder (default: bundled MiniLM)")
     e.add_argument('--k', type=int, default=3, help='passages per question')
     e.add_argument('--context', default='retrieved', choices=['retrieved', 'gold', 'gold+distractors', 'none'], help='what the LLM is shown')
     e.add_argument('--limit', type=int, default=None, help='score a seeded sample of this many questions')
