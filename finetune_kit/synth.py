@@ -116,10 +116,11 @@ def answer_prompt(question: str, context: str) -> list[dict]:
 
 # %% ../nbs/03_synth.ipynb #e1a7a814
 def parse_answer(reply: str | None, context: str, max_words: int = 25) -> str | None:
-    "The answer in an LLM `reply` (its first line, an 'Answer:' label dropped); None when missing, too long, a question, a refusal, or off the passage."
-    line = next((l.strip() for l in (reply or '').splitlines() if l.strip()), '')
+    "The answer in an LLM `reply` (its first line, or the next after a lead-in ending in ':'; an 'Answer:' label dropped); None when missing, too long, a question, a refusal, a bare lead-in, or off the passage."
+    lines = [l.strip() for l in (reply or '').splitlines() if l.strip()] or ['']
+    line = lines[1] if lines[0].endswith(':') and len(lines) > 1 else lines[0]       # "The answer is:" then the answer
     line = re.sub(r'^(?:the\s+)?answer\b(?:\s+to\s+the\s+question)?(?:\s+is)?\s*[:\-]?\s*', '', line, flags=re.I).strip(' "\'`*')
-    if not line or line.endswith('?') or len(line.split()) > max_words or _REFUSAL.search(line): return None
+    if not line or line.endswith(('?', ':')) or len(line.split()) > max_words or _REFUSAL.search(line): return None
     grounded = _content_words(line) & _content_words(context) or line.lower().rstrip('.') in ('yes', 'no')
     return line if grounded else None
 
