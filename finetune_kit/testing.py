@@ -4,19 +4,20 @@
 
 # %% ../nbs/90_testing.ipynb #3a9c7fa4
 from __future__ import annotations
-import base64, json, math, re, threading, time
+import atexit, base64, json, math, re, shutil, tempfile, threading, time
 from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qs
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable
 import numpy as np
 from fastcore.basics import patch
 from transformers import TrainerCallback
 
 # %% auto #0
-__all__ = ['STATUSES', 'MockServer', 'CrashAt', 'StepLog', 'import_graph']
+__all__ = ['STATUSES', 'MockServer', 'CrashAt', 'StepLog', 'scratch_dir', 'import_graph']
 
 # %% ../nbs/90_testing.ipynb #a1049d9e
 class MockServer:
@@ -309,6 +310,13 @@ class StepLog(TrainerCallback):
     "A trainer callback that records every step it sees end."
     def __init__(self): self.steps = []
     def on_step_end(self, args, state, control, **kw): self.steps.append(state.global_step)
+
+# %% ../nbs/90_testing.ipynb #ec658faa
+def scratch_dir(prefix: str = 'ftk-') -> Path:
+    "A new temporary folder, removed with everything in it when the process exits."
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 # %% ../nbs/90_testing.ipynb #c0909978
 def import_graph(package_dir) -> dict[str, tuple[str, set[str]]]:
