@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_testing.ipynb #3a9c7fa4
 from __future__ import annotations
-import atexit, base64, json, math, re, shutil, tempfile, threading, time
+import base64, json, math, multiprocessing.util, os, re, shutil, tempfile, threading, time
 from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qs
@@ -312,10 +312,14 @@ class StepLog(TrainerCallback):
     def on_step_end(self, args, state, control, **kw): self.steps.append(state.global_step)
 
 # %% ../nbs/90_testing.ipynb #ec658faa
+def _remove(path: str, pid: int, getpid=os.getpid, rmtree=shutil.rmtree):   # bound now: at exit, globals may be gone
+    if getpid() == pid: rmtree(path, ignore_errors=True)                       # never from a forked child
+
 def scratch_dir(prefix: str = 'ftk-') -> Path:
     "A new temporary folder, removed with everything in it when the process exits."
     path = Path(tempfile.mkdtemp(prefix=prefix))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    # multiprocessing's exit hook, unlike `atexit`, also runs in its worker processes, and nbdev_test runs notebooks in them
+    multiprocessing.util.Finalize(None, _remove, args=(str(path), os.getpid()), exitpriority=0)
     return path
 
 # %% ../nbs/90_testing.ipynb #c0909978
