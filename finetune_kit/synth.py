@@ -104,8 +104,9 @@ ANSWER_PROMPT = """Context information is below.
 ---------------------
 {context}
 ---------------------
-Answer the question with the shortest phrase from the context that answers it, and nothing else.
-Question: {question}"""
+Using only the context above, answer the question in as few words as the context allows.
+Question: {question}
+Answer:"""
 
 _REFUSAL = re.compile(r"\b(?:not (?:mentioned|provided|stated|given|specified)|does not (?:say|mention|state|specify)|"
                       r"cannot|can't|don't know|do not know|no information|unanswerable|sorry|as an ai)\b", re.I)
