@@ -11,10 +11,12 @@
    gold passage among 2 of the retriever's best non-gold passages in a fraction P of them, 3 non-gold in the rest.
 3. `eval-MODEL-CONDITION` for MODEL in base, radit, gold, llamaindex and CONDITION in retrieved, gold,
    gold+distractors, none (k = 3): `radit.eval_rag`, greedy, 32 new tokens, the same questions for every row;
-   the per-question table in RUN/eval/MODEL-CONDITION.jsonl.
+   the per-question table in RUN/eval/MODEL-CONDITION.jsonl. `eval-raditpar-CONDITION` and `eval-llamaindexpar-CONDITION`
+   (CONDITION: retrieved or gold+distractors) score the same fine-tunes answering as RA-DIT does
+   (`eval_rag(parallel=True)`: each passage asked alone, the answer most likely over all of them).
 4. `report`: bench/results/radit.json and radit.md: EM and F1, training wall time, questions per second, and the
    issue's targets (RA-DIT vs base: +20 F1 with gold+distractors, +5 F1 with retrieved; RA-DIT above LlamaIndex's
-   recipe with gold+distractors).
+   recipe with gold+distractors), for RA-DIT's training answered both ways.
 
 Training settings: NOT tuned. The three fine-tunes use the library's defaults (`finetune_llm`: 3 epochs, learning
 rate 2e-4, LoRA r=8 on every linear layer, 8 examples a step) and RA-DIT as the library defines it (no oracle
@@ -50,13 +52,18 @@ from _common import (BENCH, command_line, cpu_info, dataset_label, load_state, l
 
 MODELS = {'base': 'SmolLM2-135M-Instruct (base)', 'radit': 'RA-DIT (top-3, one example each)',
           'gold': 'gold passage only', 'llamaindex': "LlamaIndex's recipe (top-1 joined)",
-          **{f'raft{p}': f'RAFT, gold passage in {p}% (among the top non-gold)' for p in (50, 80, 100)}}
+          **{f'raft{p}': f'RAFT, gold passage in {p}% (among the top non-gold)' for p in (50, 80, 100)},
+          'raditpar': "RA-DIT, answering each passage alone (RA-DIT's inference)",
+          'llamaindexpar': "LlamaIndex's recipe, answering each passage alone"}
+# MODELpar: MODEL's fine-tune answering with eval_rag(parallel=True): each passage asked alone, the answer most likely over all
+PARALLEL = {'raditpar': 'radit', 'llamaindexpar': 'llamaindex'}
+PAR_CONDITIONS = ('retrieved', 'gold+distractors')    # with one passage or none, asking each alone is asking once
 # RAFT: one example a question, 3 passages: the gold one and 2 of the retriever's best non-gold in a fraction P, else 3 non-gold
 RAFT = {f'raft{p}': dict(k=3, oracle_frac=p / 100) for p in (50, 80, 100)}
 CONDITIONS = ('retrieved', 'gold', 'gold+distractors', 'none')      # as finetune_kit.radit.CONDITIONS (checked in main)
-TRAINED = [m for m in MODELS if m != 'base']
+TRAINED = [m for m in MODELS if m != 'base' and m not in PARALLEL]
 STEPS = (['data'] + [f'eval-base-{c}' for c in CONDITIONS] + [f'train-{m}' for m in TRAINED]
-         + [f'eval-{m}-{c}' for m in TRAINED for c in CONDITIONS] + ['report'])
+         + [f'eval-{m}-{c}' for m in TRAINED for c in CONDITIONS] + [f'eval-{m}-{c}' for m in PARALLEL for c in PAR_CONDITIONS] + ['report'])
 CONFIG = ('data', 'dev', 'n_train', 'n_val', 'seed', 'k', 'epochs', 'lr')   # a run directory holds one configuration
 
 
@@ -105,9 +112,10 @@ _llms = {}
 def step_eval(model: str, cond: str, a, run: Path, state: dict) -> dict:
     from finetune_kit.llm import LocalChat
     from finetune_kit.radit import eval_rag
-    if model not in _llms: _llms.clear(); _llms[model] = LocalChat() if model == 'base' else LocalChat(state['done'][f'train-{model}']['model_dir'])
+    trained = PARALLEL.get(model, model)
+    if trained not in _llms: _llms.clear(); _llms[trained] = LocalChat() if model == 'base' else LocalChat(state['done'][f'train-{trained}']['model_dir'])
     val, ranked = data(run, 'val')
-    res = eval_rag(_llms[model], val, ranked, cond, k=a.k, seed=a.seed)
+    res = eval_rag(_llms[trained], val, ranked, cond, k=a.k, seed=a.seed, parallel=model in PARALLEL)
     (run / 'eval').mkdir(exist_ok=True)
     res.table.to_json(run / 'eval' / f'{model}-{cond}.jsonl', orient='records', lines=True, force_ascii=False)
     m = res.metrics
@@ -129,10 +137,12 @@ def scores(state: dict) -> dict:
 def targets(s: dict) -> list:
     "The issue's targets, for RA-DIT and any RAFT model run: (what, value in F1 points, met) for those that can be computed."
     f1 = lambda m, c: 100 * s[m][c]['f1'] if c in s.get(m, {}) else None
-    rows = [r for m, name in [('radit', 'RA-DIT')] + [(m, f'RAFT {m[4:]}%') for m in RAFT if m in s]
+    rows = [r for m, name in [('radit', 'RA-DIT')] + [('raditpar', "RA-DIT, its own inference")] * ('raditpar' in s) + [(m, f'RAFT {m[4:]}%') for m in RAFT if m in s]
             for r in [(f'{name} - base, gold+distractors (>= +20)', m, 'base', 'gold+distractors', 20),
                       (f'{name} - base, retrieved (>= +5)', m, 'base', 'retrieved', 5),
                       (f"{name} - LlamaIndex's recipe, gold+distractors (> 0)", m, 'llamaindex', 'gold+distractors', 0)]]
+    if 'raditpar' in s:    # not the issue's target: both fine-tunes answering the same way
+        rows.append(("RA-DIT - LlamaIndex's recipe, both answering each passage alone, gold+distractors (> 0)", 'raditpar', 'llamaindexpar', 'gold+distractors', 0))
     out = []
     for what, m1, m2, c, need in rows:
         x, y = f1(m1, c), f1(m2, c)
@@ -161,7 +171,10 @@ def render(state: dict) -> list:
         + f", not tuned), greedy answers of up to 32 tokens. CPU: {state['cpu']['model']}, {state['cpu']['usable_cpus']} cores.", '',
         '## EM / F1 (%)', '', *md_table(['model', *CONDITIONS], rows), '',
         '*retrieved*: the top 3 passages; *gold*: the gold passage alone; *gold+distractors*: the gold passage among the 2 '
-        "best non-gold passages, at a seeded position; *none*: closed book. SQuAD v1.1's normalisation and scoring.", '',
+        "best non-gold passages, at a seeded position; *none*: closed book. SQuAD v1.1's normalisation and scoring. "
+        "Every row but those 'answering each passage alone' shows the model the passages together in one prompt; those ask "
+        "each passage alone and keep the answer most likely over all of them (`eval_rag(parallel=True)`, RA-DIT's "
+        "inference), the same fine-tune as the row named without it.", '',
         '## Targets (F1 points)', '', *md_table(['target', 'difference', 'met'], [[w, f"{x:+.1f}", 'yes' if ok else '**no**'] for w, x, ok in tg]), '',
         '## Training', '', *md_table(['model', 'chats', 'tokens', 'steps', 'train loss', 'tokens/s', 'wall s', 'peak GB'], train), '',
         'wall s: the whole `finetune_llm` call (model load, training, merging the adapter). tokens: non-padding tokens of '
@@ -183,7 +196,7 @@ def chosen(spec: str) -> list:
 
 def needs(step: str) -> str | None:
     "The step whose result `step` uses: nothing for the data, a model's training for its evaluations, else the data."
-    model = step.split('-')[1] if step.startswith('eval-') else 'base'
+    model = PARALLEL.get(m := step.split('-')[1], m) if step.startswith('eval-') else 'base'
     return None if step == 'data' else 'data' if model == 'base' else f'train-{model}'
 
 
@@ -202,7 +215,7 @@ def forget(state: dict, step: str, run: Path):
     if step == 'data': done.clear()
     if step.startswith('train-'):
         m = step[6:]
-        for k in [k for k in done if k.startswith(f'eval-{m}-')]: del done[k]
+        for k in [k for k in done if k.startswith('eval-') and PARALLEL.get(e := k.split('-')[1], e) == m]: del done[k]
         shutil.rmtree(run / m, ignore_errors=True)         # no resuming an old checkpoint
     done.pop(step, None)
 

@@ -502,7 +502,7 @@ def _p_radit_data(sub):
     _base_url(r, '--retriever'); _json_arg(r)
 
 # %% ../nbs/30_cli.ipynb #d41d4266
-RAG_KEYS = ('em', 'f1', 'n_queries', 'context', 'k', 'questions_per_s')
+RAG_KEYS = ('em', 'f1', 'n_queries', 'context', 'k', 'parallel', 'questions_per_s')
 
 def cmd_eval_rag(a):
     from finetune_kit.radit import eval_rag
@@ -513,11 +513,11 @@ def cmd_eval_rag(a):
     judge = _judge(a.judge, 'correctness', a.judge_base_url) if a.judge else None   # a bad --judge stops before any answering
     llm = _llm(a.llm, a.base_url)
     ranked = _ranked(ds, a.retriever, None, a.k + 5) if a.context in ('retrieved', 'gold+distractors') else None
-    res = eval_rag(llm, ds, ranked, a.context, k=a.k)
+    res = eval_rag(llm, ds, ranked, a.context, k=a.k, parallel=a.parallel)
     if judge: judge_rag(res, judge)
     if a.out: res.table.to_json(a.out, orient='records', lines=True, force_ascii=False)
     m = res.metrics
-    print(f"{m['context']} (k={m['k']}): EM {100 * m['em']:.1f}  F1 {100 * m['f1']:.1f}  on {m['n_queries']} questions "
+    print(f"{m['context']} (k={m['k']}{', each passage alone' if a.parallel else ''}): EM {100 * m['em']:.1f}  F1 {100 * m['f1']:.1f}  on {m['n_queries']} questions "
           f"({m['n_failed']} failed replies), {m['questions_per_s']:.2f} questions/s")
     judged = {k: m[k] for k in ('judged_correct', 'judge_invalid')} if judge else {}
     if judge: print(f"judged correct by {m['judge']}: {100 * m['judged_correct']:.1f}% ({100 * m['judge_invalid']:.1f}% unreadable verdicts)")
@@ -531,6 +531,7 @@ def _p_eval_rag(sub):
     e.add_argument('--retriever', default=None, help="embedding model (path, hub name or 'openai:MODEL') or a finetune-adapter folder (default: bundled MiniLM)")
     e.add_argument('--k', type=int, default=3, help='passages per question')
     e.add_argument('--context', default='retrieved', choices=['retrieved', 'gold', 'gold+distractors', 'none'], help='what the LLM is shown')
+    e.add_argument('--parallel', action='store_true', help="RA-DIT's inference: ask each passage alone, keep the answer most likely over all (a local --llm)")
     e.add_argument('--limit', type=int, default=None, help='score a seeded sample of this many questions')
     e.add_argument('--out', type=Path, default=None, help='per-question table (JSONL)')
     e.add_argument('--judge', default=None, help="also judge each answer against its gold answers: 'lexical', 'local', 'local:DIR', 'openai:MODEL' or a finetune-judge folder")

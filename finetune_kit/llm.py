@@ -214,6 +214,39 @@ def _complete(self: LocalChat, conversations, max_tokens, temperature, desc):
             pbar.update(len(idx))
     return outs
 
+# %% ../nbs/02_llm.ipynb #14ce78fd
+def _turn_split(tok, msgs: Messages, reply: str) -> tuple[list[int], list[int]]:
+    "Token ids of the chat prompt and of `reply` as the assistant's turn that follows it (end-of-turn included)."
+    prompt = tok.apply_chat_template(_plain(msgs), tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template(_plain(msgs) + [{'role': 'assistant', 'content': reply}], tokenize=False)
+    if not full.startswith(prompt): raise LLMError("the chat template does not end the prompt where the assistant's turn starts")
+    return tok(prompt, add_special_tokens=False)['input_ids'], tok(full[len(prompt):].rstrip('\n'), add_special_tokens=False)['input_ids']
+
+@patch
+def reply_logprobs(self: LocalChat, conversations: list[Messages], replies: list[str], desc: str | None = None) -> list[float]:
+    "Log-probability of each reply as the assistant's answer to its conversation (sum over its tokens)."
+    import torch
+    if len(conversations) != len(replies): raise LLMError(f"{len(conversations)} conversations but {len(replies)} replies")
+    self.load(); tok = self.tokenizer
+    pairs = [_turn_split(tok, c, r) for c, r in zip(conversations, replies)]
+    out = [0.0] * len(pairs)
+    pbar = tqdm(total=len(pairs), desc=desc, disable=len(pairs) < 2, leave=False)
+    for idx in length_batches({i: len(p) + len(r) for i, (p, r) in enumerate(pairs)}, self.batch_size, self.max_batch_tokens):
+        seqs, keep = [pairs[i][0] + pairs[i][1] for i in idx], max(len(pairs[i][1]) for i in idx) + 1
+        ids = torch.full((len(seqs), max(map(len, seqs))), tok.pad_token_id)
+        mask = torch.zeros_like(ids)
+        for row, s in enumerate(seqs): ids[row, ids.shape[1] - len(s):], mask[row, ids.shape[1] - len(s):] = torch.tensor(s), 1   # left padding: every reply ends at the last column
+        with torch.inference_mode():    # logits only where they predict a reply token: the vocabulary-wide softmax is most of the cost
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(self.device), logits_to_keep=keep).logits
+        logp = logits[:, :-1].float().log_softmax(-1).cpu()      # column j predicts the token in column j+1 of the kept window
+        for row, i in enumerate(idx):
+            r = torch.tensor(pairs[i][1])
+            out[i] = logp[row, keep - 1 - len(r):].gather(1, r[:, None]).sum().item()
+        pbar.update(len(idx))
+    pbar.close()
+    return out
+
 # %% ../nbs/02_llm.ipynb #d6c1bcd8
 def get_llm(spec: str | ChatLLM = 'local', base_url: str | None = None, **kw) -> ChatLLM:
     "A `ChatLLM` from a name: `'local'`, `'local:PATH'` or `'openai:MODEL'` (a `ChatLLM` passes through)."

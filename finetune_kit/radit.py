@@ -8,7 +8,7 @@ import random, re, string, time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
-import pandas as pd
+import numpy as np, pandas as pd
 from .core import QADataset, FtkError
 from .embedders import Embedder
 from .retrieval import VectorIndex
@@ -16,8 +16,8 @@ from .llm import ChatLLM
 
 # %% auto #0
 __all__ = ['SYSTEM', 'RECIPES', 'CONDITIONS', 'normalize_answer', 'exact_match', 'token_f1', 'rag_messages', 'retrieve',
-           'RaditError', 'radit_examples', 'recipe_examples', 'context_ids', 'RagResult', 'eval_rag', 'rag_scores',
-           'plot_rag']
+           'RaditError', 'radit_examples', 'recipe_examples', 'context_ids', 'parallel_answers', 'RagResult',
+           'eval_rag', 'rag_scores', 'plot_rag']
 
 # %% ../nbs/20_radit.ipynb #fb774990
 def normalize_answer(s: str) -> str:
@@ -121,6 +121,26 @@ def context_ids(ds: QADataset, ranked: dict[str, list[str]] | None, condition: s
             ids.insert(rng.randrange(len(ids) + 1), gold); out[q] = ids
     return out
 
+# %% ../nbs/20_radit.ipynb #901d54ce
+def parallel_answers(llm: ChatLLM, questions: Sequence[str], passages: Sequence[Sequence[str]], system: str | None = SYSTEM,
+                     max_tokens: int = 32, desc: str = 'answering') -> tuple[list[str | None], list[list[str]]]:
+    "RA-DIT's inference: each question asked with each of its passages alone; (the answer most likely over all of them, the candidates)."
+    if not hasattr(llm, 'reply_logprobs'):
+        raise RaditError(f"{llm.name}: answering each passage alone needs the model's reply probabilities: use a local model ('local' or 'local:DIR')")
+    asks = [(i, p) for i, ps in enumerate(passages) for p in (ps or [None])]       # closed book: the question alone
+    replies = llm.generate([rag_messages(questions[i], [] if p is None else [p], system) for i, p in asks],
+                           max_tokens=max_tokens, temperature=0.0, desc=desc)
+    cands = [[] for _ in questions]
+    for (i, _), r in zip(asks, replies):
+        if r is not None and r.strip() and r.strip() not in cands[i]: cands[i].append(r.strip())
+    pairs = [(i, a, p) for i, cs in enumerate(cands) if len(cs) > 1 for a in range(len(cs)) for p in passages[i]]
+    logps = llm.reply_logprobs([rag_messages(questions[i], [p], system) for i, _, p in pairs], [cands[i][a] for i, a, _ in pairs],
+                              desc=f"{desc}: scoring the candidates")
+    mix = {}                                                    # log of the summed probability over the passages
+    for (i, a, _), lp in zip(pairs, logps): mix[i, a] = float(np.logaddexp(mix.get((i, a), -np.inf), lp))
+    best = [cs[max(range(len(cs)), key=lambda a: mix.get((i, a), 0.0))] if cs else None for i, cs in enumerate(cands)]
+    return best, cands
+
 # %% ../nbs/20_radit.ipynb #44911fe4
 @dataclass
 class RagResult:
@@ -129,22 +149,25 @@ class RagResult:
     table: pd.DataFrame = field(repr=False)
 
 def eval_rag(llm: ChatLLM, ds: QADataset, ranked: dict[str, list[str]] | None = None, condition: str = 'retrieved',
-             k: int = 3, system: str | None = SYSTEM, max_tokens: int = 32, seed: int = 0) -> RagResult:
+             k: int = 3, system: str | None = SYSTEM, max_tokens: int = 32, seed: int = 0,
+             parallel: bool = False) -> RagResult:       # RA-DIT's inference: each passage asked alone (`parallel_answers`)
     "Exact match and F1 of `llm`'s answers to every question of `ds` under `condition`."
     ds.require_responses()
     ctx = context_ids(ds, ranked, condition, k, seed)
     qids = list(ds.queries)
-    convs = [rag_messages(ds.queries[q], [ds.corpus[c] for c in ctx[q]], system) for q in qids]
-    t0 = time.perf_counter()
-    preds = llm.generate(convs, max_tokens=max_tokens, temperature=0.0, desc=f"answering ({condition})")
+    questions, passages = [ds.queries[q] for q in qids], [[ds.corpus[c] for c in ctx[q]] for q in qids]
+    t0, desc = time.perf_counter(), f"answering ({condition}{', each passage alone' if parallel else ''})"
+    if parallel: preds, candidates = parallel_answers(llm, questions, passages, system, max_tokens, desc)
+    else: preds = llm.generate([rag_messages(q, ps, system) for q, ps in zip(questions, passages)], max_tokens=max_tokens, temperature=0.0, desc=desc)
     dt = time.perf_counter() - t0
     preds = [p.strip() if p is not None else None for p in preds]
-    table = pd.DataFrame({'qid': qids, 'question': [ds.queries[q] for q in qids], 'answer': preds,
+    table = pd.DataFrame({'qid': qids, 'question': questions, 'answer': preds,
                           'gold': [ds.responses[q] for q in qids], 'passages': [ctx[q] for q in qids],
                           'em': [exact_match(p, ds.responses[q]) for p, q in zip(preds, qids)],
                           'f1': [token_f1(p, ds.responses[q]) for p, q in zip(preds, qids)]})
+    if parallel: table['candidates'] = candidates
     metrics = {'em': table.em.mean(), 'f1': table.f1.mean(), 'n_queries': len(qids), 'n_failed': sum(p is None for p in preds),
-               'context': condition, 'k': k, 'questions_per_s': len(qids) / dt if dt > 0 else float('inf')}
+               'context': condition, 'k': k, 'parallel': parallel, 'questions_per_s': len(qids) / dt if dt > 0 else float('inf')}
     return RagResult(metrics, table)
 
 # %% ../nbs/20_radit.ipynb #f602345f
