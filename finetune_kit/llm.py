@@ -236,7 +236,7 @@ def reply_logprobs(self: LocalChat, conversations: list[Messages], replies: list
         ids = torch.full((len(seqs), max(map(len, seqs))), tok.pad_token_id)
         mask = torch.zeros_like(ids)
         for row, s in enumerate(seqs): ids[row, ids.shape[1] - len(s):], mask[row, ids.shape[1] - len(s):] = torch.tensor(s), 1   # left padding: every reply ends at the last column
-        with torch.inference_mode():    # logits only where they predict a reply token: the vocabulary-wide softmax is most of the cost
+        with torch.inference_mode():    # logits only where they predict a reply token, not over the whole prompt
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(self.device), logits_to_keep=keep).logits
         logp = logits[:, :-1].float().log_softmax(-1).cpu()      # column j predicts the token in column j+1 of the kept window
