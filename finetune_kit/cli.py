@@ -504,6 +504,20 @@ def _p_radit_data(sub):
 # %% ../nbs/30_cli.ipynb #d41d4266
 RAG_KEYS = ('em', 'f1', 'n_queries', 'context', 'k', 'parallel', 'questions_per_s')
 
+def _cache_arg(p):
+    p.add_argument('--cache', type=Path, default=None, help="save the LLM's replies here (JSONL) as they come; a rerun asks only for what is not in it")
+
+def _cached(llm, path: Path | None):
+    "`llm` saving its replies to `path` chunk by chunk (`CachedLLM`), or `llm` itself without a path."
+    from finetune_kit.llm import CachedLLM
+    return CachedLLM(llm, path) if path else llm
+
+def _from_cache(llm, speed: str) -> dict:
+    "How many replies a `CachedLLM` took from its file (printed when any: they make `speed` no measure of the model)."
+    if not hasattr(llm, 'hits'): return {}
+    if llm.hits: print(f"{llm.hits} of {llm.hits + llm.misses} replies came from {llm.path}: the {speed} above is not the model's speed")
+    return {'n_cached_replies': llm.hits}
+
 def cmd_eval_rag(a):
     from finetune_kit.radit import eval_rag
     from finetune_kit.judge import judge_rag
@@ -511,7 +525,7 @@ def cmd_eval_rag(a):
     ds = _qa_with_answers(a.data)
     if a.limit: ds = sample_queries(ds, a.limit, seed=0)        # the corpus stays every passage
     judge = _judge(a.judge, 'correctness', a.judge_base_url) if a.judge else None   # a bad --judge stops before any answering
-    llm = _llm(a.llm, a.base_url)
+    llm = _cached(_llm(a.llm, a.base_url), a.cache)
     ranked = _ranked(ds, a.retriever, None, a.k + 5) if a.context in ('retrieved', 'gold+distractors') else None
     res = eval_rag(llm, ds, ranked, a.context, k=a.k, parallel=a.parallel)
     if judge: judge_rag(res, judge)
@@ -520,8 +534,9 @@ def cmd_eval_rag(a):
     print(f"{m['context']} (k={m['k']}{', each passage alone' if a.parallel else ''}): EM {100 * m['em']:.1f}  F1 {100 * m['f1']:.1f}  on {m['n_queries']} questions "
           f"({m['n_failed']} failed replies), {m['questions_per_s']:.2f} questions/s")
     judged = {k: m[k] for k in ('judged_correct', 'judge_invalid')} if judge else {}
+    cached = _from_cache(llm, 'questions/s')
     if judge: print(f"judged correct by {m['judge']}: {100 * m['judged_correct']:.1f}% ({100 * m['judge_invalid']:.1f}% unreadable verdicts)")
-    if a.json: print(json.dumps({k: m[k] for k in RAG_KEYS} | {'n_failed': m['n_failed']} | judged))
+    if a.json: print(json.dumps({k: m[k] for k in RAG_KEYS} | {'n_failed': m['n_failed']} | judged | cached))
 
 def _p_eval_rag(sub):
     e = _command(sub, 'eval-rag', cmd_eval_rag, "SQuAD exact match and F1 of an LLM's answers over retrieved, gold, gold+distractors or no passages")
@@ -534,6 +549,7 @@ def _p_eval_rag(sub):
     e.add_argument('--parallel', action='store_true', help="RA-DIT's inference: ask each passage alone, keep the answer most likely over all (a local --llm)")
     e.add_argument('--limit', type=int, default=None, help='score a seeded sample of this many questions')
     e.add_argument('--out', type=Path, default=None, help='per-question table (JSONL)')
+    _cache_arg(e)
     e.add_argument('--judge', default=None, help="also judge each answer against its gold answers: 'lexical', 'local', 'local:DIR', 'openai:MODEL' or a finetune-judge folder")
     e.add_argument('--judge-base-url', default=None, help='OpenAI-compatible server for --judge openai:MODEL (key from OPENAI_API_KEY)')
     _json_arg(e)
@@ -600,16 +616,21 @@ def _hosted_judge(a, rows: list[dict], kind: str):
     if a.json: print(json.dumps({k: info[k] for k in ('student', 'model', 'kind', 'n_train_rows')}))
 
 def cmd_eval_judge(a):
-    from finetune_kit.judge import evaluate_judge
+    from finetune_kit.judge import evaluate_judge, LLMJudge
     rows, kind = _judge_rows(a.data, a.kind, labelled=True)
-    res = evaluate_judge(_judge(a.judge, kind, a.base_url), rows)
+    judge = _judge(a.judge, kind, a.base_url)
+    if a.cache and not isinstance(judge, LLMJudge):
+        raise UsageError(f"--cache keeps the replies of a judge that writes them ('local', 'local:DIR', 'openai:MODEL'); the judge {judge.name!r} writes none")
+    if a.cache: judge.llm = _cached(judge.llm, a.cache)
+    res = evaluate_judge(judge, rows)
     m = res.metrics
     if a.out: res.table.to_json(a.out, orient='records', lines=True, force_ascii=False)
     print(f"{res.name} on {m['n']} {kind} rows: agreement {m['agreement']:.3f} {m['agreement_ci']}, kappa {m['kappa']:.3f} {m['kappa_ci']}, "
           f"{m['invalid']} invalid" + (f", position consistency {m['position_consistency']:.3f}" if kind == 'pairwise' else '')
           + f"; {m['judgments_per_s']:.1f} judgments/s, {m['tokens_per_judgment']:.0f} tokens each")
+    cached = _from_cache(judge.llm, 'judgments/s') if a.cache else {}
     if a.json: print(json.dumps({k: m[k] for k in JUDGE_KEYS + (('position_consistency',) if kind == 'pairwise' else ())}
-                                | {k: m[k] for k in ('invalid', 'tokens_per_judgment')}))
+                                | {k: m[k] for k in ('invalid', 'tokens_per_judgment')} | cached))
 
 # %% ../nbs/30_cli.ipynb #5bad81f3
 def _judge_args(p, rows: str):
@@ -646,7 +667,7 @@ def _p_eval_judge(sub):
     e = _command(sub, 'eval-judge', cmd_eval_judge, "agreement of a judge with the rows' labels: kappa, invalid rate, position consistency, speed")
     _judge_args(e, 'labelled judge rows')
     e.add_argument('--out', type=Path, default=None, help='per-row verdicts (JSONL)')
-    _judge_common(e)
+    _cache_arg(e); _judge_common(e)
 
 # %% ../nbs/30_cli.ipynb #8e4b4a53
 def quickstart(out: str | Path = 'ftk_quickstart', max_chunks: int = 300, epochs: int = 3, batch_size: int = 16,

@@ -238,6 +238,7 @@ class LexicalJudge(Judge):
 # %% ../nbs/22_judge.ipynb #a397fc4f
 def _token_count(llm: ChatLLM):
     "`count(messages, reply)`: the tokens one judgment took."
+    llm = getattr(llm, 'inner', llm)                    # a `CachedLLM` counts as the model it wraps
     if isinstance(llm, LocalChat):
         tok = llm.load().tokenizer
         return lambda msgs, reply: len(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True)) + len(tok(reply or '')['input_ids'])

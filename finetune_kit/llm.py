@@ -273,12 +273,16 @@ def cache_key(name: str, messages: Messages, max_tokens: int, temperature: float
 
 # %% ../nbs/02_llm.ipynb #fea90540
 class CachedLLM(ChatLLM):
-    "Wrap a `ChatLLM` with an on-disk JSONL cache of its successful replies."
-    def __init__(self, inner: ChatLLM, path: str | Path):
-        self.inner, self.path, self.name = inner, Path(path), inner.name
+    "Wrap a `ChatLLM` with an on-disk JSONL cache of its successful replies, saved every `chunk` conversations."
+    def __init__(self, inner: ChatLLM, path: str | Path, chunk: int = 64):
+        self.inner, self.path, self.name, self.chunk = inner, Path(path), inner.name, chunk
         self._cache, self.hits, self.misses = None, 0, 0
 
     def __repr__(self): return f"CachedLLM({self.inner!r}, path={str(self.path)!r})"
+
+    def __getattr__(self, attr):        # the rest of what the model can do (a local model's `reply_logprobs`) passes through
+        if attr == 'inner': raise AttributeError(attr)
+        return getattr(self.inner, attr)
 
 # %% ../nbs/02_llm.ipynb #77f276e9
 @patch
@@ -289,11 +293,13 @@ def _complete(self: CachedLLM, conversations, max_tokens, temperature, desc):
     for k, m in zip(keys, conversations):
         if k not in self._cache: todo.setdefault(k, m)
     self.hits += len(keys) - len(todo); self.misses += len(todo)
-    outs = {}
-    if todo:
-        new = [_as_error(o) for o in self.inner._complete(list(todo.values()), max_tokens, temperature, desc)]
-        outs = dict(zip(todo, new))
-        rows = [{'key': k, 'model': self.inner.name, 'reply': o} for k, o in outs.items() if isinstance(o, str)]
-        append_jsonl(self.path, rows)
-        self._cache.update((r['key'], r['reply']) for r in rows)
+    outs, asked = {}, list(todo)
+    with tqdm(total=len(asked), desc=desc, disable=len(asked) < 2, leave=False) as bar:
+        for s in range(0, len(asked), self.chunk):
+            part = asked[s:s + self.chunk]
+            new = dict(zip(part, map(_as_error, self.inner._complete([todo[k] for k in part], max_tokens, temperature, None))))
+            rows = [{'key': k, 'model': self.inner.name, 'reply': o} for k, o in new.items() if isinstance(o, str)]
+            append_jsonl(self.path, rows)       # on disk before the next chunk is asked
+            self._cache.update((r['key'], r['reply']) for r in rows); outs |= new
+            bar.update(len(part))
     return [self._cache[k] if k in self._cache else outs[k] for k in keys]
