@@ -8,6 +8,7 @@ finishes (results/judge.json), so a rerun skips what is done.
 
     python bench/bench_judge.py [--work /tmp/bench_judge] [--only truthfulqa|hhh] [--fresh]
     python bench/bench_judge.py --speed [--n-speed 200]   # after the above: every judge on the same rows, back to back
+    python bench/bench_judge.py --depths 3 2 1 [--n-speed 200]   # what `--layers` trades: cross-encoder students of each depth
 
 `--speed` times the judges again in one process on the first N test rows of each data set (the
 students from --work; the LoRA student where its folder is still there), the cross-encoder first and last so a change of load shows, and writes
@@ -68,12 +69,43 @@ def speed(n: int, work: Path):
     out = BENCH/'results'
     (out/'judge_speed.json').write_text(json.dumps(res, indent=1)); (out/'judge_speed.md').write_text('\n'.join(md) + '\n'); print('\n'.join(md))
 
+def depths(layers: list[int], n: int, work: Path):
+    """Cross-encoder students of each depth (trained as the default one is: fit rows, threshold on dev) against SmolLM2 read
+    by token probabilities, timed in one process on the first `n` test rows (each student before and after the LLM, the slower
+    used, with its weights as trained and cast to bf16); kappa on every test row, for information: the default depth was chosen
+    on dev splits (bench_judge_layers.py). Results in results/judge_depths.{json,md}."""
+    import torch
+    from finetune_kit.judge import finetune_judge, evaluate_judge, load_judge, TokenProbJudge
+    from _common import cpu_info
+    def bf16(d):
+        j = load_judge(d); j.reranker.model.to(torch.bfloat16); j.reranker.bf16 = False; return j
+    res, md = {'cpu': cpu_info(), 'rows_timed': n}, ['| data | student | x token probabilities | bf16 weights: x | test kappa [95%] |', '|---|---|---:|---:|---|']
+    for ds, (kind, fit, dev, test) in datasets().items():
+        dirs = {k: work/f'{kind}-ce{k}' for k in layers}
+        for k, d in dirs.items():
+            if not d.is_dir(): finetune_judge(fit, d, student='cross-encoder', kind=kind, dev=dev, layers=k, show_progress=False)
+        kappa = {k: evaluate_judge(load_judge(d), test).metrics for k, d in dirs.items()}
+        ces = {(k, w): (load_judge(d) if w == 'as trained' else bf16(d)) for k, d in dirs.items() for w in ('as trained', 'bf16')}
+        rows = test[:n]
+        first = {c: timed(j, rows) for c, j in ces.items()}
+        tp = timed(TokenProbJudge('local', kind), rows)
+        last = {c: timed(j, rows) for c, j in ces.items()}
+        x = {c: round(min(first[c], last[c]) / tp, 1) for c in ces}
+        res[ds] = {'token_probabilities_per_s': tp, 'students': {k: {'kappa': round(kappa[k]['kappa'], 3), 'kappa_ci': kappa[k]['kappa_ci'],
+                   'per_s': {w: (first[k, w], last[k, w]) for w in ('as trained', 'bf16')}, 'x': {w: x[k, w] for w in ('as trained', 'bf16')}} for k in layers}}
+        md += [f"| {ds} | {k} layer{'s' if k > 1 else ''} | {x[k, 'as trained']} | {x[k, 'bf16']} | {kappa[k]['kappa']:.2f} {kappa[k]['kappa_ci']} |" for k in layers]
+        print(ds, json.dumps(res[ds]), flush=True)
+    out = BENCH/'results'
+    (out/'judge_depths.json').write_text(json.dumps(res, indent=1)); (out/'judge_depths.md').write_text('\n'.join(md) + '\n'); print('\n'.join(md))
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--work', default='/tmp/bench_judge'); ap.add_argument('--only'); ap.add_argument('--fresh', action='store_true')
     ap.add_argument('--speed', action='store_true'); ap.add_argument('--n-speed', type=int, default=200)
+    ap.add_argument('--depths', type=int, nargs='+', help='cross-encoder depths to train and time against the LLM judge (see depths())')
     a = ap.parse_args()
     if a.speed: return speed(a.n_speed, Path(a.work))
+    if a.depths: return depths(a.depths, a.n_speed, Path(a.work))
     from finetune_kit.judge import evaluate_judge
     out = BENCH/'results'; out.mkdir(exist_ok=True)
     path = out/'judge.json'
