@@ -463,7 +463,7 @@ CE_EPOCHS, CE_LR = 3, 1e-4       # chosen on a dev split of TruthfulQA's trainin
 LLM_EPOCHS, LLM_LR = 1, 2e-4       # LoRA r=16, 1 epoch: dev kappa 0.49 (base SmolLM2: -0.06)
 # MiniLM's first 3 of 6 layers (bench/bench_judge_layers.py, dev kappa TruthfulQA / HHH): 6 layers 0.65 / 0.27, 3: 0.60 / 0.47,
 # 2: 0.57 / 0.39, 1: 0.52 / 0.45. 3 has the best mean and is within a standard error of the best on both; twice as fast as 6.
-CE_LAYERS = 3
+CE_LAYERS = 3    # a 1-layer student trained better? bench/bench_judge_recipe.py: its best lr/epochs on dev are these too (mean kappa 0.48 vs 0.53)
 
 def finetune_judge(train: str | Path | Sequence[dict],  # labelled rows (a JSONL path or a list): people's labels or a teacher's
                    out_dir: str | Path,                   # the student's folder: its model, `judge.json`, the run's record
