@@ -443,10 +443,12 @@ def _p_check_chat(sub):
 def cmd_eval_sql(a):
     from finetune_kit.sql_eval import eval_sql, read_text2sql
     rows = read_text2sql(a.data)
-    res = eval_sql(_llm(a.model, a.base_url), rows, max_tokens=a.max_tokens)
+    llm = _cached(_llm(a.model, a.base_url), a.cache)
+    res = eval_sql(llm, rows, max_tokens=a.max_tokens)
     for k in ('valid_sql', 'exact_match', 'exec_match'): print(f"{k:>12}  {100 * res[k]:.1f}%")
     print(f"{res['n']} questions; {res['n_errors']} failed requests, {res['n_no_sql']} replies without SQL")
-    if a.json: print(json.dumps({k: res[k] for k in ('valid_sql', 'exact_match', 'exec_match', 'n', 'n_errors', 'n_no_sql')}))
+    cached = _from_cache(llm)
+    if a.json: print(json.dumps({k: res[k] for k in ('valid_sql', 'exact_match', 'exec_match', 'n', 'n_errors', 'n_no_sql')} | cached))
 
 def _p_eval_sql(sub):
     e = _command(sub, 'eval-sql', cmd_eval_sql, 'text-to-SQL scores of an LLM: valid SQL, exact match, execution match')
@@ -454,7 +456,7 @@ def _p_eval_sql(sub):
     e.add_argument('--model', default='local', help="'local', 'local:DIR' (a model or finetune-llm folder) or 'openai:MODEL'")
     _base_url(e, '--model')
     e.add_argument('--max-tokens', type=int, default=128, help='tokens per reply')
-    _json_arg(e)
+    _cache_arg(e); _json_arg(e)
 
 # %% ../nbs/30_cli.ipynb #a0dd06d6
 def _qa_with_answers(path: Path) -> QADataset:
@@ -512,10 +514,10 @@ def _cached(llm, path: Path | None):
     from finetune_kit.llm import CachedLLM
     return CachedLLM(llm, path) if path else llm
 
-def _from_cache(llm, speed: str) -> dict:
-    "How many replies a `CachedLLM` took from its file (printed when any: they make `speed` no measure of the model)."
+def _from_cache(llm, speed: str | None = None) -> dict:
+    "How many replies a `CachedLLM` took from its file (printed when any: they make `speed`, where one was shown, no measure of the model)."
     if not hasattr(llm, 'hits'): return {}
-    if llm.hits: print(f"{llm.hits} of {llm.hits + llm.misses} replies came from {llm.path}: the {speed} above is not the model's speed")
+    if llm.hits: print(f"{llm.hits} of {llm.hits + llm.misses} replies came from {llm.path}" + (f": the {speed} above is not the model's speed" if speed else ''))
     return {'n_cached_replies': llm.hits}
 
 def cmd_eval_rag(a):
