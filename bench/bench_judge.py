@@ -29,6 +29,13 @@ def datasets():
     htrain, htest = split_rows(hhh_rows(sorted(JUDGE_DATA.glob('hhh_*.json'))), test_frac=0.4, seed=0)
     return {'truthfulqa': ('correctness', fit, dev, test), 'hhh': ('pairwise', htrain, None, htest)}
 
+def dev_sets():
+    "The dev splits defaults are chosen on: {name: (kind, fit rows, dev rows)}; TruthfulQA's as above, HHH's carved by prompt from its training rows."
+    from finetune_kit.judge import split_rows
+    ds = datasets()
+    (tq_kind, fit, dev, _), (h_kind, htrain, _, _) = ds['truthfulqa'], ds['hhh']
+    return {'truthfulqa': (tq_kind, fit, dev), 'hhh': (h_kind, *split_rows(htrain, test_frac=0.25, seed=1))}
+
 def judges(kind, fit, dev, work: Path):
     "(name, a function building the judge, returning (judge, train seconds))."
     from finetune_kit.judge import LexicalJudge, LLMJudge, TokenProbJudge, finetune_judge

@@ -8,12 +8,9 @@ import json, sys, time, shutil
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_judge as B
-from finetune_kit.judge import finetune_judge, evaluate_judge, split_rows, TokenProbJudge
+from finetune_kit.judge import finetune_judge, evaluate_judge, TokenProbJudge
 W = Path('/tmp/ce_layers'); W.mkdir(exist_ok=True)
-ds = B.datasets()
-tq_kind, fit, dev, _ = ds['truthfulqa']
-h_kind, htrain, _, _ = ds['hhh']
-hfit, hdev = split_rows(htrain, test_frac=0.25, seed=1)
+(tq_kind, fit, dev), (h_kind, hfit, hdev) = B.dev_sets().values()
 res_path = B.BENCH/'results'/'judge_layers.json'; res = json.loads(res_path.read_text()) if res_path.exists() else {}
 def speed():
     "Judgments per second on the same 200 dev rows, one process, back to back (6 layers first and last, so a change of load shows)."
