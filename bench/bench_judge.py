@@ -7,6 +7,7 @@ training rows; every judge is scored on the same test rows. Each judge's result 
 finishes (results/judge.json), so a rerun skips what is done.
 
     python bench/bench_judge.py [--work /tmp/bench_judge] [--only truthfulqa|hhh] [--fresh]
+    python bench/bench_judge.py --redo "SmolLM2, token probabilities" ...   # judge again (and retrain) the named rows, in place
     python bench/bench_judge.py --speed [--n-speed 200]   # after the above: every judge on the same rows, back to back
     python bench/bench_judge.py --depths 3 2 1 [--n-speed 200]   # what `--layers` trades: cross-encoder students of each depth
 
@@ -108,6 +109,7 @@ def depths(layers: list[int], n: int, work: Path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--work', default='/tmp/bench_judge'); ap.add_argument('--only'); ap.add_argument('--fresh', action='store_true')
+    ap.add_argument('--redo', nargs='+', default=[], help='judges (by name) to evaluate again, a student trained again; their rows are replaced in place')
     ap.add_argument('--speed', action='store_true'); ap.add_argument('--n-speed', type=int, default=200)
     ap.add_argument('--depths', type=int, nargs='+', help='cross-encoder depths to train and time against the LLM judge (see depths())')
     a = ap.parse_args()
@@ -120,12 +122,15 @@ def main():
     for ds, (kind, fit, dev, test) in datasets().items():
         if a.only and ds != a.only: continue
         for name, build in judges(kind, fit, dev, Path(a.work)):
-            if any(r['judge'] == name for r in res.get(ds, [])): continue
+            done = [r['judge'] for r in res.get(ds, [])]
+            if name in done and name not in a.redo: continue
             judge, train_s = build()
             m = evaluate_judge(judge, test).metrics
             row = {'judge': name, 'kind': kind, 'n_train': len(fit) + len(dev or []), **m, 'train_s': train_s,
                    'threshold': getattr(judge, 'threshold', None)}
-            res.setdefault(ds, []).append(row); print(ds, row, flush=True)
+            if name in done: res[ds][done.index(name)] = row
+            else: res.setdefault(ds, []).append(row)
+            print(ds, row, flush=True)
             path.write_text(json.dumps(res, indent=1))
     (out/'judge.md').write_text(report(res)); print(report(res))
 

@@ -18,9 +18,10 @@ __all__ = ['FIELDS', 'PAIRWISE_LABELS', 'CORRECTNESS_PROMPT', 'SCORE_PROMPT', 'P
            'STUDENTS', 'DEFAULT_STUDENT', 'CE_EPOCHS', 'CE_LR', 'LLM_EPOCHS', 'LLM_LR', 'CE_LAYERS', 'JUDGE_COLUMNS',
            'JudgeDataError', 'row_kind', 'row_problems', 'check_rows', 'read_rows', 'write_rows', 'truthfulqa_rows',
            'hhh_rows', 'split_rows', 'judge_messages', 'swap', 'parse_verdict', 'Judge', 'consensus', 'content_words',
-           'LexicalJudge', 'LLMJudge', 'TokenProbJudge', 'row_key', 'label_rows', 'agreement', 'JudgeResult',
-           'require_labels', 'evaluate_judge', 'student_examples', 'ce_query', 'student_pairs', 'CrossEncoderJudge',
-           'tune_threshold', 'finetune_judge', 'load_judge', 'compare_judges', 'plot_judges', 'rag_rows', 'judge_rag']
+           'LexicalJudge', 'prompt_tokens', 'LLMJudge', 'TokenProbJudge', 'row_key', 'label_rows', 'agreement',
+           'JudgeResult', 'require_labels', 'evaluate_judge', 'student_examples', 'ce_query', 'student_pairs',
+           'CrossEncoderJudge', 'tune_threshold', 'finetune_judge', 'load_judge', 'compare_judges', 'plot_judges',
+           'rag_rows', 'judge_rag']
 
 # %% ../nbs/22_judge.ipynb #b92d7361
 FIELDS = {'correctness': (('question', 'answer'), ('reference', 'context')),   # (required, optional) text fields
@@ -236,12 +237,16 @@ class LexicalJudge(Judge):
         return out
 
 # %% ../nbs/22_judge.ipynb #a397fc4f
+def prompt_tokens(tok, messages) -> int:
+    "Tokens of a chat prompt as a local model reads it (`apply_chat_template(tokenize=True)` returns a dict in transformers 5: its `len` counts keys)."
+    return len(tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), add_special_tokens=False)['input_ids'])
+
 def _token_count(llm: ChatLLM):
     "`count(messages, reply)`: the tokens one judgment took."
     llm = getattr(llm, 'inner', llm)                    # a `CachedLLM` counts as the model it wraps
     if isinstance(llm, LocalChat):
         tok = llm.load().tokenizer
-        return lambda msgs, reply: len(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True)) + len(tok(reply or '')['input_ids'])
+        return lambda msgs, reply: prompt_tokens(tok, msgs) + len(tok(reply or '', add_special_tokens=False)['input_ids'])
     from finetune_kit.chat_data import token_counter
     counter = token_counter(getattr(llm, 'model', 'gpt-4o-mini'))
     return lambda msgs, reply: counter.count({'messages': msgs + [{'role': 'assistant', 'content': reply or ''}]})
@@ -298,7 +303,7 @@ def _one_order(self: TokenProbJudge, rows):
     labels = list(OPTIONS[self.kind])
     out = []
     for c, p in zip(convs, probs):
-        n = len(tok.apply_chat_template(c, tokenize=True, add_generation_prompt=True)) + 1
+        n = prompt_tokens(tok, c) + 1                    # the prompt, and the one verdict token read
         if self.kind == 'pairwise':
             out.append({'verdict': labels[int(p.argmax())], 'score': float(p[0] / max(p[0] + p[1], 1e-9)), 'reason': None, 'tokens': n})
         else: out.append({'verdict': bool(p[0] >= self.threshold), 'score': float(p[0]), 'reason': None, 'tokens': n})
