@@ -10,6 +10,7 @@ finishes (results/judge.json), so a rerun skips what is done.
     python bench/bench_judge.py --redo "SmolLM2, token probabilities" ...   # judge again (and retrain) the named rows, in place
     python bench/bench_judge.py --speed [--n-speed 200]   # after the above: every judge on the same rows, back to back
     python bench/bench_judge.py --depths 3 2 1 [--n-speed 200]   # what `--layers` trades: cross-encoder students of each depth
+    python bench/bench_judge.py --arithmetic [--n-speed 200]       # the LLM judge's arithmetic a judgment, as a multiple of each depth's
 
 `--speed` times the judges again in one process on the first N test rows of each data set (the
 students from --work; the LoRA student where its folder is still there), the cross-encoder first and last so a change of load shows, and writes
@@ -106,14 +107,46 @@ def depths(layers: list[int], n: int, work: Path):
     out = BENCH/'results'
     (out/'judge_depths.json').write_text(json.dumps(res, indent=1)); (out/'judge_depths.md').write_text('\n'.join(md) + '\n'); print('\n'.join(md))
 
+def arithmetic(n: int, layers=(1, 2, 3)):
+    """Multiply-adds a judgment (matrix products and attention, x2 for FLOPs), SmolLM2 read by token probabilities
+    (a pairwise row asked in both orders; LM head at the last position only) against cross-encoder students of each
+    depth (each answer once, truncated as the student truncates), on the first `n` test rows: the most speed a runtime
+    could give a student, were it as efficient as the LLM. Results in results/judge_arithmetic.json."""
+    import numpy as np
+    from transformers import AutoConfig, AutoTokenizer
+    from finetune_kit.judge import judge_messages, ce_query, prompt_tokens, swap
+    from finetune_kit.models import minilm_path, smollm2_path
+    g = smollm2_path(); lc = AutoConfig.from_pretrained(g.parent, gguf_file=g.name); lt = AutoTokenizer.from_pretrained(g.parent, gguf_file=g.name)
+    sc = AutoConfig.from_pretrained(minilm_path()); st = AutoTokenizer.from_pretrained(minilm_path())
+    d, kv = lc.hidden_size, lc.hidden_size // lc.num_attention_heads * lc.num_key_value_heads
+    per_tok = 2 * (2 * d * d + 2 * d * kv + 3 * d * lc.intermediate_size)
+    llm = lambda t: lc.num_hidden_layers * (t * per_tok + 4 * t * t * d) + 2 * d * lc.vocab_size
+    ce = lambda t, k: k * (2 * t * (4 * sc.hidden_size ** 2 + 2 * sc.hidden_size * sc.intermediate_size) + 4 * t * t * sc.hidden_size)
+    max_len = 256                                               # what CrossEncoderJudge's reranker truncates to
+    res = {}
+    for ds, (kind, fit, dev, test) in datasets().items():
+        rows = test[:n]
+        asked = [[r] if kind == 'correctness' else [r, swap(r)] for r in rows]
+        lt_n = [[prompt_tokens(lt, judge_messages(x, kind)) for x in a] for a in asked]
+        fields = ['answer'] if kind == 'correctness' else ['answer_a', 'answer_b']
+        st_n = [[len(st(ce_query(r), r[f], truncation=True, max_length=max_len)['input_ids']) for f in fields] for r in rows]
+        llm_ops = sum(llm(t) for ts in lt_n for t in ts)
+        res[ds] = {'rows': len(rows), 'llm_tokens_per_judgment': round(sum(map(sum, lt_n)) / len(rows), 1),
+                   'student_tokens_per_judgment': round(sum(map(sum, st_n)) / len(rows), 1),
+                   'llm_ops_per_student_ops': {k: round(llm_ops / sum(ce(t, k) for ts in st_n for t in ts), 1) for k in layers}}
+        print(ds, res[ds], flush=True)
+    (BENCH/'results'/'judge_arithmetic.json').write_text(json.dumps(res, indent=1))
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--work', default='/tmp/bench_judge'); ap.add_argument('--only'); ap.add_argument('--fresh', action='store_true')
     ap.add_argument('--redo', nargs='+', default=[], help='judges (by name) to evaluate again, a student trained again; their rows are replaced in place')
     ap.add_argument('--speed', action='store_true'); ap.add_argument('--n-speed', type=int, default=200)
+    ap.add_argument('--arithmetic', action='store_true', help="the LLM judge's arithmetic as a multiple of each student depth's")
     ap.add_argument('--depths', type=int, nargs='+', help='cross-encoder depths to train and time against the LLM judge (see depths())')
     a = ap.parse_args()
     if a.speed: return speed(a.n_speed, Path(a.work))
+    if a.arithmetic: return arithmetic(a.n_speed)
     if a.depths: return depths(a.depths, a.n_speed, Path(a.work))
     from finetune_kit.judge import evaluate_judge
     out = BENCH/'results'; out.mkdir(exist_ok=True)
