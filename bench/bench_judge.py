@@ -108,11 +108,10 @@ def depths(layers: list[int], n: int, work: Path):
     (out/'judge_depths.json').write_text(json.dumps(res, indent=1)); (out/'judge_depths.md').write_text('\n'.join(md) + '\n'); print('\n'.join(md))
 
 def arithmetic(n: int, layers=(1, 2, 3)):
-    """Multiply-adds a judgment (matrix products and attention, x2 for FLOPs), SmolLM2 read by token probabilities
+    """FLOPs a judgment (2 a multiply-add, in matrix products and attention), SmolLM2 read by token probabilities
     (a pairwise row asked in both orders; LM head at the last position only) against cross-encoder students of each
     depth (each answer once, truncated as the student truncates), on the first `n` test rows: the most speed a runtime
     could give a student, were it as efficient as the LLM. Results in results/judge_arithmetic.json."""
-    import numpy as np
     from transformers import AutoConfig, AutoTokenizer
     from finetune_kit.judge import judge_messages, ce_query, prompt_tokens, swap
     from finetune_kit.models import minilm_path, smollm2_path

@@ -477,8 +477,9 @@ def _ranked(ds: QADataset, retriever, base_url, n: int) -> dict:
     return retrieve(ds, _retriever(retriever, base_url), n=n)
 
 def cmd_radit_data(a):
-    from finetune_kit.radit import radit_examples, SYSTEM
+    from finetune_kit.radit import radit_examples, check_raft_options, SYSTEM
     from finetune_kit.chat_data import write_chat_jsonl
+    check_raft_options(a.oracle_frac, a.distractors, a.random_distractors)       # before any model loads
     ds = _qa_with_answers(a.data)
     n_distract = a.k - 1 if a.distractors is None else a.distractors
     ranked = _ranked(ds, a.retriever, a.base_url, a.k + n_distract + 5)      # room for skipping gold passages
@@ -571,10 +572,15 @@ def _p_serve(sub):
 JUDGE_KEYS = ('agreement', 'kappa', 'invalid_rate', 'n', 'judgments_per_s')
 
 def _judge_rows(path: Path, kind: str | None, labelled: bool = False) -> tuple[list[dict], str]:
-    "Rows of `path` and their kind, every line checked (and with `labelled`, every row labelled) before any model loads."
+    """Rows of `path` and their kind, every line checked before any model loads. With `labelled`, every row labelled,
+    but for those a teacher could not judge (`ftk judge` marked them invalid): those are left out, and counted."""
     from finetune_kit.judge import read_rows, row_kind, require_labels
     rows = read_rows(path, kind)
-    return (require_labels(rows, str(path)) if labelled else rows), kind or row_kind(rows[0])
+    kind = kind or row_kind(rows[0])
+    if not labelled: return rows, kind
+    unjudged = sum(r.get('label') is None and bool(r.get('invalid')) for r in rows)
+    if unjudged: print(f"{path}: {unjudged} of {len(rows)} rows left out: the teacher's verdict on them was unreadable or never came")
+    return require_labels([r for r in rows if not (r.get('label') is None and r.get('invalid'))], str(path)), kind
 
 def _judge(spec: str, kind: str, base_url: str | None):
     from finetune_kit.judge import load_judge
@@ -589,14 +595,17 @@ def cmd_judge(a):
     judge = _judge(a.judge, kind, a.base_url)
     out = label_rows(rows, judge, a.out)
     n_invalid, tokens = sum(bool(r.get('invalid')) for r in out), sum(r.get('tokens') or 0 for r in out)
-    print(f"{a.out}: {len(out)} {kind} rows labelled by {judge.name}; {n_invalid} unreadable replies, {tokens:,} tokens")
-    if a.json: print(json.dumps({'n': len(out), 'invalid': n_invalid, 'tokens': tokens, 'judge': judge.name}))
+    n_failed = sum(bool(r.get('failed')) for r in out)
+    print(f"{a.out}: {len(out)} {kind} rows labelled by {judge.name}; {n_invalid} invalid verdicts, {tokens:,} tokens"
+          + (f"; {n_failed} requests got no reply: run the same command again to ask them again" if n_failed else ''))
+    if a.json: print(json.dumps({'n': len(out), 'invalid': n_invalid, 'failed': n_failed, 'tokens': tokens, 'judge': judge.name}))
 
 def cmd_finetune_judge(a):
     from finetune_kit.judge import finetune_judge, split_rows, student_examples
     rows, kind = _judge_rows(a.train, a.kind, labelled=True)
     if a.student.startswith('openai:'): return _hosted_judge(a, rows, kind)
     fit, dev = split_rows(rows, a.dev_frac, a.seed) if kind == 'correctness' and a.dev_frac else (rows, None)
+    if dev == []: print(f"{a.train}: too few questions to hold a dev split out; the threshold stays 0.5"); dev = None
     judge = finetune_judge(fit, a.out, a.student, kind, dev=dev, epochs=a.epochs, learning_rate=a.lr, seed=a.seed, layers=a.layers)
     info = {'student': a.student, 'kind': kind, 'n_train_rows': len(fit), 'n_dev_rows': len(dev or []), 'threshold': getattr(judge, 'threshold', None)}
     print(f"trained a {a.student} {kind} judge on {len(fit)} rows" + (f", threshold {info['threshold']:.3f} tuned on {len(dev)} dev rows" if dev else '')

@@ -79,19 +79,21 @@ def make_nodes(docs: dict[str, str], max_words: int = 160, overlap: int = 20, mi
             if len(chunk.split()) >= min_words]
 
 # %% ../nbs/00_core.ipynb #b8f3c9d5
-def _drop_torn_tail(path: Path):
-    "Cut a final line that a crash left without its newline, so appends start on a fresh line."
+def _mend_tail(path: Path):
+    "Before an append: a final line without its newline gets one if it is whole JSON (`read_jsonl` keeps it), else is cut (a crash tore it)."
     if not path.exists() or path.stat().st_size == 0: return
     with open(path, 'rb+') as f:
         f.seek(-1, os.SEEK_END)
         if f.read(1) == b'\n': return
         data = f.seek(0) or f.read()
-        f.truncate(data.rfind(b'\n') + 1)
+        start = data.rfind(b'\n') + 1
+        try: json.loads(data[start:]); f.write(b'\n')        # whole: the write stopped before its newline (or a hand-edited file)
+        except ValueError: f.truncate(start)
 
 def append_jsonl(path: str | Path, rows: Iterable[dict]):
     "Append `rows` to the JSONL file at `path`, flushed and fsynced line by line."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    _drop_torn_tail(path)
+    _mend_tail(path)
     with open(path, 'a', encoding='utf-8') as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + '\n'); f.flush(); os.fsync(f.fileno())

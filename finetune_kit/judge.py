@@ -18,10 +18,10 @@ __all__ = ['FIELDS', 'PAIRWISE_LABELS', 'CORRECTNESS_PROMPT', 'SCORE_PROMPT', 'P
            'STUDENTS', 'DEFAULT_STUDENT', 'CE_EPOCHS', 'CE_LR', 'LLM_EPOCHS', 'LLM_LR', 'CE_LAYERS', 'JUDGE_COLUMNS',
            'JudgeDataError', 'row_kind', 'row_problems', 'check_rows', 'read_rows', 'write_rows', 'truthfulqa_rows',
            'hhh_rows', 'split_rows', 'judge_messages', 'swap', 'parse_verdict', 'Judge', 'consensus', 'content_words',
-           'LexicalJudge', 'prompt_tokens', 'LLMJudge', 'TokenProbJudge', 'row_key', 'label_rows', 'agreement',
-           'JudgeResult', 'require_labels', 'evaluate_judge', 'student_examples', 'ce_query', 'student_pairs',
-           'CrossEncoderJudge', 'tune_threshold', 'finetune_judge', 'load_judge', 'compare_judges', 'plot_judges',
-           'rag_rows', 'judge_rag']
+           'LexicalJudge', 'prompt_tokens', 'LLMJudge', 'TokenProbJudge', 'verdict_token_ids', 'row_key', 'label_rows',
+           'agreement', 'JudgeResult', 'require_labels', 'evaluate_judge', 'student_examples', 'ce_query',
+           'student_pairs', 'CrossEncoderJudge', 'tune_threshold', 'finetune_judge', 'load_judge', 'compare_judges',
+           'plot_judges', 'rag_rows', 'judge_rag']
 
 # %% ../nbs/22_judge.ipynb #b92d7361
 FIELDS = {'correctness': (('question', 'answer'), ('reference', 'context')),   # (required, optional) text fields
@@ -83,9 +83,9 @@ def read_rows(path: str | Path, kind: str | None = None, max_problems: int = 20)
         try: rows.append((i, json.loads(line)))
         except json.JSONDecodeError as e: bad.append((i, '', f'not valid JSON ({e.msg})'))
     if not rows and not bad: raise JudgeDataError(f"{path}: no rows")
-    kind = kind or row_kind(rows[0][1] if rows else None)
+    kind, n_lines = kind or row_kind(rows[0][1] if rows else None), len(rows) + len(bad)
     bad += [(i, f, p) for i, r in rows for f, p in row_problems(r, kind)]
-    _raise_problems(str(path), 'line', sorted(bad), len(rows) + len([b for b in bad if not b[1]]), max_problems)
+    _raise_problems(str(path), 'line', sorted(bad), n_lines, max_problems)
     return [r for _, r in rows]
 
 def write_rows(path: str | Path, rows: Sequence[dict]) -> Path:
@@ -121,7 +121,7 @@ def hhh_rows(paths: Sequence[str | Path], seed: int = 0) -> list[dict]:
 def split_rows(rows: Sequence[dict], test_frac: float = 0.4, seed: int = 0) -> tuple[list[dict], list[dict]]:
     "Train and test rows, split by `id` (else by question): no question on both sides."
     key = lambda r: r.get('id', r['question'])
-    ids = sorted({key(r) for r in rows}); random.Random(seed).shuffle(ids)
+    ids = sorted({key(r) for r in rows}, key=lambda k: (isinstance(k, str), k)); random.Random(seed).shuffle(ids)   # ids of any type, mixed
     test = set(ids[:round(len(ids) * test_frac)])
     return [r for r in rows if key(r) not in test], [r for r in rows if key(r) in test]
 
@@ -148,9 +148,10 @@ def swap(row: dict) -> dict:
 
 # %% ../nbs/22_judge.ipynb #30aff996
 _BINARY = re.compile(r"\b(not\s+(?:correct|true|right|accurate)|incorrect|inaccurate|wrong|false|no|yes|correct|true|right|accurate)\b")
-_SCORES = [re.compile(p) for p in (r"\[\[([1-5])\]\]", r"(?:score|rating)\W{0,3}(?:is|of|:|=)?\W{0,3}([1-5])\b",
-                                   r"\b([1-5])\s*(?:/|out of)\s*5\b", r"^\W*([1-5])\b")]
-_PAIR = [re.compile(p) for p in (r"\[\[(A|B|C|tie)\]\]", r"\b(?i:answer|response|option)\s*\(?([AB])\b", r"^\W*([AB])\b",
+# the verdict the reply starts with comes before one named later: the reason may name the other answer or score
+_SCORES = [re.compile(p) for p in (r"\[\[([1-5])\]\]", r"^\W*([1-5])\b", r"\b([1-5])\s*(?:/|out of)\s*5\b",
+                                   r"(?:score|rating)\W{0,3}(?:is|of|:|=)?\W{0,3}([1-5])\b")]
+_PAIR = [re.compile(p) for p in (r"\[\[(A|B|C|tie)\]\]", r"^\W*([AB]|(?i:tie))\b", r"\b(?i:answer|response|option)\s*\(?([AB])\b",
                                  r"\b(tie|equal(?:ly)?|both|neither)\b")]
 
 def parse_verdict(reply: str | None, kind: str = 'correctness', scale: str = 'binary', threshold: int = 4):
@@ -193,7 +194,7 @@ def _both_orders(first: list[dict], swapped: list[dict]) -> list[dict]:
         second = _FLIP.get(b['verdict'], b['verdict'])
         score = None if a['score'] is None or b['score'] is None else (a['score'] + 1 - b['score']) / 2   # P(A wins), both orders
         out.append({'verdict': consensus(a['verdict'], second), 'first': a['verdict'], 'second': second, 'score': score,
-                    'reason': a['reason'], 'tokens': a['tokens'] + b['tokens']})
+                    'reason': a['reason'], 'tokens': a['tokens'] + b['tokens'], 'failed': a.get('failed', False) or b.get('failed', False)})
     return out
 
 def _mirror(v: dict) -> dict:
@@ -263,7 +264,8 @@ class LLMJudge(Judge):
         convs = [judge_messages(r, self.kind, self.scale) for r in rows]
         replies = self.llm.generate(convs, max_tokens=self.max_tokens, desc=f'judging with {self.name}')
         count = _token_count(self.llm)
-        return [dict(zip(('verdict', 'score'), parse_verdict(reply, self.kind, self.scale, self.threshold)), reason=reply, tokens=count(c, reply))
+        return [dict(zip(('verdict', 'score'), parse_verdict(reply, self.kind, self.scale, self.threshold)), reason=reply, tokens=count(c, reply),
+                     failed=reply is None)                        # no reply at all (the request failed): worth asking again
                 for c, reply in zip(convs, replies)]
 
 # %% ../nbs/22_judge.ipynb #b36194c5
@@ -280,12 +282,18 @@ class TokenProbJudge(Judge):
     def __repr__(self): return f"TokenProbJudge({self.name!r}, kind={self.kind!r}, threshold={self.threshold})"
 
 # %% ../nbs/22_judge.ipynb #1595c667
+def verdict_token_ids(tok, kind: str) -> list[list[int]]:
+    "Token ids of each verdict's words, single-token words only: in SmolLM2 'Tie' is 'T' + 'ie', and P('T') is no vote for a tie."
+    ids = [sorted({t[0] for w in words if len(t := tok.encode(w, add_special_tokens=False)) == 1}) for words in OPTIONS[kind].values()]
+    if not all(ids): raise FtkError(f"no verdict word of {[list(w) for w in OPTIONS[kind].values()]} is a single token of this tokenizer")
+    return ids
+
 @patch
 def option_probs(self: TokenProbJudge, conversations: list[list[dict]]) -> np.ndarray:
     "`[n, options]`: each conversation's next-token probability of each verdict, normalised over the verdicts."
     import torch
     chat = self.chat.load(); tok, model = chat.tokenizer, chat.model
-    ids = [sorted({tok.encode(w, add_special_tokens=False)[0] for w in words}) for words in OPTIONS[self.kind].values()]
+    ids = verdict_token_ids(tok, self.kind)
     prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))         # similar lengths share a batch
     out = np.zeros((len(prompts), len(ids)))
@@ -321,16 +329,20 @@ def _labelled(row: dict, v: dict, name: str) -> dict:
            'score': v['score'], 'reason': v['reason'], 'tokens': v['tokens'], 'key': row_key(row)}
     if v['verdict'] is None: out['invalid'] = True
     if v['verdict'] == 'inconsistent': out['inconsistent'] = True
+    if v.get('failed'): out['failed'] = True
     return out
 
 def label_rows(rows: Sequence[dict], judge: Judge, out: str | Path, chunk: int = 64, show_progress: bool = True) -> list[dict]:
-    "Rows labelled by a teacher `judge`, written to the JSONL file `out` chunk by chunk; a rerun resumes, judging only what is missing."
+    "Rows labelled by a teacher `judge`, written to the JSONL file `out` chunk by chunk; a rerun resumes, judging only what is missing (and rows whose request failed)."
     from tqdm.auto import tqdm
     rows, out = list(rows), Path(out)
     check_rows(rows, judge.kind)
     done = read_jsonl(out)
     if [r.get('key') for r in done] != [row_key(r) for r in rows[:len(done)]]:
         raise FtkError(f"{out}: holds labels of other rows; give another output file, or delete it to start again")
+    if (retry := [i for i, r in enumerate(done) if r.get('failed')]):     # no reply came, so none was paid for: ask again
+        for i, v in zip(retry, judge.judge([rows[i] for i in retry])): done[i] = _labelled(rows[i], v, judge.name)
+        write_rows(out, done)
     with tqdm(total=len(rows), initial=len(done), desc=f'labelling with {judge.name}', disable=not show_progress) as bar:
         for b in range(len(done), len(rows), chunk):
             part = rows[b:b + chunk]
@@ -350,20 +362,21 @@ def _bootstrap(fn, n: int, n_boot: int, seed: int) -> list[float]:
 
 def agreement(verdicts: Sequence, labels: Sequence, scores: Sequence | None = None, first: Sequence | None = None,
               second: Sequence | None = None, threshold: int = 4, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Agreement of `verdicts` with `labels` on one denominator: invalid (`None`) verdicts count as disagreements.
+    """Agreement of `verdicts` with `labels` on one denominator: invalid (`None`) verdicts count as disagreements; an
+    'inconsistent' pair counts as a tie (MT-Bench's rule, and what `label_rows` writes).
     `scores`: the judge's scores, for Pearson/Spearman; `first`/`second`: a pairwise judge's verdicts in each order."""
     from sklearn.metrics import cohen_kappa_score
     from scipy.stats import pearsonr, spearmanr
     labels = [_as_label(x, threshold) for x in labels]
     if any(x is None for x in labels): raise ValueError(f"{sum(x is None for x in labels)} rows have no label to agree with")
-    pred = np.array(['invalid' if v is None else str(v) for v in verdicts]); ref = np.array([str(x) for x in labels])
+    pred = np.array(['invalid' if v is None else 'tie' if v == 'inconsistent' else str(v) for v in verdicts]); ref = np.array([str(x) for x in labels])
     n = len(ref)
     kappa = lambda i: cohen_kappa_score(ref[i], pred[i]) if len(set(ref[i]) | set(pred[i])) > 1 else float('nan')
     m = {'n': n, 'agreement': round(float((pred == ref).mean()), 3), 'agreement_ci': _bootstrap(lambda i: (pred[i] == ref[i]).mean(), n, n_boot, seed),
          'kappa': round(float(kappa(np.arange(n))), 3), 'kappa_ci': _bootstrap(kappa, n, n_boot, seed),
          'invalid': int((pred == 'invalid').sum()), 'invalid_rate': round(float((pred == 'invalid').mean()), 3)}
     if first is not None:
-        m['inconsistent'] = int((pred == 'inconsistent').sum())
+        m['inconsistent'] = sum(v == 'inconsistent' for v in verdicts)
         m['position_consistency'] = round(float(np.mean([a is not None and a == b for a, b in zip(first, second)])), 3)
         decided = np.isin(pred, ['A', 'B'])
         m['n_decided'], m['agreement_decided'] = int(decided.sum()), round(float((pred[decided] == ref[decided]).mean()), 3) if decided.any() else None
@@ -484,6 +497,7 @@ def finetune_judge(train: str | Path | Sequence[dict],  # labelled rows (a JSONL
     from finetune_kit.llm_ft import finetune_llm
     rows = read_rows(train, kind) if isinstance(train, (str, Path)) else list(train)
     kind, out_dir = check_rows(rows, kind), Path(out_dir)
+    if dev is not None and kind == 'correctness': dev = list(dev); check_rows(dev, kind, 'dev rows')   # before training, not after
     if student == 'cross-encoder':
         finetune_reranker(student_pairs(rows, kind), out_dir, model=model, epochs=epochs or CE_EPOCHS, learning_rate=learning_rate or CE_LR,
                           seed=seed, layers=layers or (CE_LAYERS if model is None else None), show_progress=show_progress, **({'max_length': 256} | kw))

@@ -16,8 +16,8 @@ from .llm import ChatLLM
 
 # %% auto #0
 __all__ = ['SYSTEM', 'RECIPES', 'CONDITIONS', 'normalize_answer', 'exact_match', 'token_f1', 'rag_messages', 'retrieve',
-           'RaditError', 'radit_examples', 'recipe_examples', 'context_ids', 'parallel_answers', 'RagResult',
-           'eval_rag', 'rag_scores', 'plot_rag']
+           'RaditError', 'check_raft_options', 'radit_examples', 'recipe_examples', 'context_ids', 'parallel_answers',
+           'RagResult', 'eval_rag', 'rag_scores', 'plot_rag']
 
 # %% ../nbs/20_radit.ipynb #fb774990
 def normalize_answer(s: str) -> str:
@@ -69,6 +69,12 @@ def _distractors(rng, ds, ranked, q, n, random_pick) -> list[str]:
     return rng.sample(pool, n) if random_pick else pool[:n]
 
 # %% ../nbs/20_radit.ipynb #c457ec73
+def check_raft_options(oracle_frac: float | None, distractors: int | None = None, random_distractors: bool = False):
+    "`RaditError` for RAFT settings that would not take effect: distractor options without an oracle fraction, a fraction outside [0, 1]."
+    if oracle_frac is None and (distractors is not None or random_distractors):
+        raise RaditError("distractors and random distractors are RAFT options: give an oracle fraction too (--oracle-frac)")
+    if oracle_frac is not None and not 0 <= oracle_frac <= 1: raise RaditError(f"oracle_frac must be in [0, 1], got {oracle_frac}")
+
 def radit_examples(ds: QADataset,                      # training questions, with `responses`
                    ranked: dict[str, list[str]],       # corpus ids per question, best first (`retrieve`)
                    k: int = 3,                         # passages per question
@@ -80,7 +86,7 @@ def radit_examples(ds: QADataset,                      # training questions, wit
                    seed: int = 0) -> list[dict]:
     "Chat examples that teach the generator to answer from retrieved passages."
     ds.require_responses()
-    if oracle_frac is not None and not 0 <= oracle_frac <= 1: raise RaditError(f"oracle_frac must be in [0, 1], got {oracle_frac}")
+    check_raft_options(oracle_frac, distractors, random_distractors)
     rng, out = random.Random(seed), []
     for q in ds.queries:
         answer, text = ds.responses[q][0], ds.queries[q]
