@@ -578,9 +578,9 @@ def _judge_rows(path: Path, kind: str | None, labelled: bool = False) -> tuple[l
     rows = read_rows(path, kind)
     kind = kind or row_kind(rows[0])
     if not labelled: return rows, kind
-    unjudged = sum(r.get('label') is None and bool(r.get('invalid')) for r in rows)
-    if unjudged: print(f"{path}: {unjudged} of {len(rows)} rows left out: the teacher's verdict on them was unreadable or never came")
-    return require_labels([r for r in rows if not (r.get('label') is None and r.get('invalid'))], str(path)), kind
+    judged = [r for r in rows if not (r.get('label') is None and r.get('invalid'))]
+    if len(judged) < len(rows): print(f"{path}: {len(rows) - len(judged)} of {len(rows)} rows left out: the teacher's verdict on them was unreadable or never came")
+    return require_labels(judged, str(path)), kind
 
 def _judge(spec: str, kind: str, base_url: str | None):
     from finetune_kit.judge import load_judge
