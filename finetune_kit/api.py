@@ -69,19 +69,21 @@ def describe(self: OpenAIBackend, e: BaseException) -> str:
 
 # %% ../nbs/01_api.ipynb #d7a814a7
 @patch
-async def acall_all(self: OpenAIBackend, one: Callable, items: Sequence, desc: str | None = None) -> list:
-    "`[await one(client, item) for item in items]`, concurrently (at most `concurrency` at once), in order."
+async def acall_all(self: OpenAIBackend, one: Callable, items: Sequence, desc: str | None = None,
+                    on_result: Callable | None = None) -> list:
+    "`[await one(client, item) for item in items]`, concurrently (at most `concurrency` at once), in order; `on_result(i, result)` as each arrives."
     import openai
     sem = asyncio.Semaphore(self.concurrency)
     async with openai.AsyncOpenAI(api_key=self._key.get(), base_url=self.base_url,
                                   max_retries=self.max_retries, timeout=self.timeout) as client:
         with tqdm(total=len(items), desc=desc, disable=len(items) < 2, leave=False) as bar:
-            async def limited(item):
+            async def limited(i, item):
                 async with sem: r = await one(client, item)
+                if on_result: on_result(i, r)
                 bar.update(1); return r
-            return list(await asyncio.gather(*(limited(i) for i in items)))
+            return list(await asyncio.gather(*(limited(i, x) for i, x in enumerate(items))))
 
 @patch
-def call_all(self: OpenAIBackend, one: Callable, items: Sequence, desc: str | None = None) -> list:
+def call_all(self: OpenAIBackend, one: Callable, items: Sequence, desc: str | None = None, on_result: Callable | None = None) -> list:
     "The sync twin of `acall_all`."
-    return run_sync(lambda: self.acall_all(one, list(items), desc))
+    return run_sync(lambda: self.acall_all(one, list(items), desc, on_result))

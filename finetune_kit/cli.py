@@ -511,7 +511,7 @@ def _cache_arg(p):
     p.add_argument('--cache', type=Path, default=None, help="save the LLM's replies here (JSONL) as they come; a rerun asks only for what is not in it")
 
 def _cached(llm, path: Path | None):
-    "`llm` saving its replies to `path` chunk by chunk (`CachedLLM`), or `llm` itself without a path."
+    "`llm` saving its replies to `path` as they come (`CachedLLM`), or `llm` itself without a path."
     from finetune_kit.llm import CachedLLM
     return CachedLLM(llm, path) if path else llm
 

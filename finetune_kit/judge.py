@@ -4,24 +4,24 @@
 
 # %% ../nbs/22_judge.ipynb #924f3a0c
 from __future__ import annotations
-import hashlib, json, random, re, time
+import copy, hashlib, json, random, re, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 import numpy as np
 from fastcore.basics import patch
 from .core import DatasetError, FtkError, append_jsonl, read_jsonl, write_json_atomic
-from .llm import ChatLLM, LocalChat, get_llm
+from .llm import CachedLLM, ChatLLM, LocalChat, get_llm
 
 # %% auto #0
 __all__ = ['FIELDS', 'PAIRWISE_LABELS', 'CORRECTNESS_PROMPT', 'SCORE_PROMPT', 'PAIRWISE_PROMPT', 'STOPWORDS', 'OPTIONS',
            'STUDENTS', 'DEFAULT_STUDENT', 'CE_EPOCHS', 'CE_LR', 'LLM_EPOCHS', 'LLM_LR', 'CE_LAYERS', 'JUDGE_COLUMNS',
            'JudgeDataError', 'row_kind', 'row_problems', 'check_rows', 'read_rows', 'write_rows', 'truthfulqa_rows',
            'hhh_rows', 'split_rows', 'judge_messages', 'swap', 'parse_verdict', 'Judge', 'consensus', 'content_words',
-           'LexicalJudge', 'prompt_tokens', 'LLMJudge', 'TokenProbJudge', 'verdict_token_ids', 'row_key', 'label_rows',
-           'agreement', 'JudgeResult', 'require_labels', 'evaluate_judge', 'student_examples', 'ce_query',
-           'student_pairs', 'CrossEncoderJudge', 'tune_threshold', 'finetune_judge', 'load_judge', 'compare_judges',
-           'plot_judges', 'rag_rows', 'judge_rag']
+           'LexicalJudge', 'prompt_tokens', 'LLMJudge', 'TokenProbJudge', 'verdict_token_ids', 'row_key',
+           'replies_path', 'label_rows', 'agreement', 'JudgeResult', 'require_labels', 'evaluate_judge',
+           'student_examples', 'ce_query', 'student_pairs', 'CrossEncoderJudge', 'tune_threshold', 'finetune_judge',
+           'load_judge', 'compare_judges', 'plot_judges', 'rag_rows', 'judge_rag']
 
 # %% ../nbs/22_judge.ipynb #b92d7361
 FIELDS = {'correctness': (('question', 'answer'), ('reference', 'context')),   # (required, optional) text fields
@@ -332,11 +332,20 @@ def _labelled(row: dict, v: dict, name: str) -> dict:
     if v.get('failed'): out['failed'] = True
     return out
 
+def replies_path(out: str | Path) -> Path: return Path(out).with_name(Path(out).name + '.replies.jsonl')
+
+def _saving_replies(judge: Judge, out) -> Judge:
+    "`judge`, its chat model's replies cached in `replies_path(out)` as they arrive: a rerun pays for none of them again."
+    llm = getattr(judge, 'llm', None)
+    if not isinstance(llm, ChatLLM) or isinstance(llm, CachedLLM): return judge
+    judge = copy.copy(judge); judge.llm = CachedLLM(llm, replies_path(out)); return judge
+
 def label_rows(rows: Sequence[dict], judge: Judge, out: str | Path, chunk: int = 64, show_progress: bool = True) -> list[dict]:
     "Rows labelled by a teacher `judge`, written to the JSONL file `out` chunk by chunk; a rerun resumes, judging only what is missing (and rows whose request failed)."
     from tqdm.auto import tqdm
     rows, out = list(rows), Path(out)
     check_rows(rows, judge.kind)
+    judge = _saving_replies(judge, out)   # a chunk cut short by a crash, or a pair whose other order failed, is not paid for twice
     done = read_jsonl(out)
     if [r.get('key') for r in done] != [row_key(r) for r in rows[:len(done)]]:
         raise FtkError(f"{out}: holds labels of other rows; give another output file, or delete it to start again")

@@ -271,9 +271,21 @@ def cache_key(name: str, messages: Messages, max_tokens: int, temperature: float
     blob = json.dumps([name, messages, int(max_tokens), float(temperature)], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
+# %% ../nbs/02_llm.ipynb #7248245f
+@patch
+def _complete_each(self: ChatLLM, conversations, max_tokens, temperature, desc, on_reply: Callable):
+    "`_complete`, calling `on_reply(i, reply)` for each reply as soon as it is in hand (here: when all are)."
+    outs = self._complete(conversations, max_tokens, temperature, desc)
+    for i, o in enumerate(outs): on_reply(i, o)
+    return outs
+
+@patch
+def _complete_each(self: OpenAIChat, conversations, max_tokens, temperature, desc, on_reply: Callable):
+    return self.call_all(lambda c, m: self._reply(c, m, max_tokens, temperature), conversations, desc, on_result=on_reply)
+
 # %% ../nbs/02_llm.ipynb #fea90540
 class CachedLLM(ChatLLM):
-    "Wrap a `ChatLLM` with an on-disk JSONL cache of its successful replies, saved every `chunk` conversations."
+    "Wrap a `ChatLLM` with an on-disk JSONL cache of its successful replies, each saved as the model hands it over (`chunk` conversations asked at a time)."
     def __init__(self, inner: ChatLLM, path: str | Path, chunk: int = 64):
         self.inner, self.path, self.name, self.chunk = inner, Path(path), inner.name, chunk
         self._cache, self.hits, self.misses = None, 0, 0
@@ -294,12 +306,12 @@ def _complete(self: CachedLLM, conversations, max_tokens, temperature, desc):
         if k not in self._cache: todo.setdefault(k, m)
     self.hits += len(keys) - len(todo); self.misses += len(todo)
     outs, asked = {}, list(todo)
+    def keep(k, o):                             # on disk as it arrives: a crash loses only the replies still in flight
+        outs[k] = o = _as_error(o)
+        if isinstance(o, str): append_jsonl(self.path, [{'key': k, 'model': self.inner.name, 'reply': o}]); self._cache[k] = o
     with tqdm(total=len(asked), desc=desc, disable=len(asked) < 2, leave=False) as bar:
         for s in range(0, len(asked), self.chunk):
             part = asked[s:s + self.chunk]
-            new = dict(zip(part, map(_as_error, self.inner._complete([todo[k] for k in part], max_tokens, temperature, None))))
-            rows = [{'key': k, 'model': self.inner.name, 'reply': o} for k, o in new.items() if isinstance(o, str)]
-            append_jsonl(self.path, rows)       # on disk before the next chunk is asked
-            self._cache.update((r['key'], r['reply']) for r in rows); outs |= new
+            self.inner._complete_each([todo[k] for k in part], max_tokens, temperature, None, lambda i, o: keep(part[i], o))
             bar.update(len(part))
     return [self._cache[k] if k in self._cache else outs[k] for k in keys]
