@@ -332,7 +332,9 @@ def _labelled(row: dict, v: dict, name: str) -> dict:
     if v.get('failed'): out['failed'] = True
     return out
 
-def replies_path(out: str | Path) -> Path: return Path(out).with_name(Path(out).name + '.replies.jsonl')
+def replies_path(out: str | Path) -> Path:
+    "Where `label_rows(..., out)` keeps a chat teacher's replies: `OUT.replies.jsonl`."
+    return Path(out).with_name(Path(out).name + '.replies.jsonl')
 
 def _saving_replies(judge: Judge, out) -> Judge:
     "`judge`, its chat model's replies cached in `replies_path(out)` as they arrive: a rerun pays for none of them again."
@@ -341,7 +343,8 @@ def _saving_replies(judge: Judge, out) -> Judge:
     judge = copy.copy(judge); judge.llm = CachedLLM(llm, replies_path(out)); return judge
 
 def label_rows(rows: Sequence[dict], judge: Judge, out: str | Path, chunk: int = 64, show_progress: bool = True) -> list[dict]:
-    "Rows labelled by a teacher `judge`, written to the JSONL file `out` chunk by chunk; a rerun resumes, judging only what is missing (and rows whose request failed)."
+    """Rows labelled by a teacher `judge`, written to the JSONL file `out` chunk by chunk; a rerun resumes, judging only what is missing
+    (and rows whose request failed). A chat teacher's replies are also kept, each as it arrives, in `replies_path(out)`."""
     from tqdm.auto import tqdm
     rows, out = list(rows), Path(out)
     check_rows(rows, judge.kind)
