@@ -16,7 +16,7 @@ from fastcore.basics import patch
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Messages', 'CPU_BATCH_TOKENS', 'LLMError', 'ChatLLM', 'FunctionLLM', 'OpenAIChat', 'LocalChat',
+__all__ = ['log', 'Messages', 'CPU_BATCH_TOKENS', 'LLMError', 'ChatLLM', 'Reply', 'FunctionLLM', 'OpenAIChat', 'LocalChat',
            'length_batches', 'get_llm', 'cache_key', 'CachedLLM']
 
 # %% ../nbs/02_llm.ipynb #e1877790
@@ -38,6 +38,14 @@ class ChatLLM:
 
 def _as_error(o) -> LLMError | str:
     return o if isinstance(o, (str, LLMError)) else LLMError(str(o) if o is not None else 'no reply')
+
+# %% ../nbs/02_llm.ipynb #3ced034d
+class Reply(str):
+    "A reply's text with what the model reported: `prompt_tokens`, `completion_tokens` (None where it did not say) and `finish_reason`."
+    def __new__(cls, text: str, prompt_tokens: int | None = None, completion_tokens: int | None = None, finish_reason: str = 'stop'):
+        r = super().__new__(cls, text)
+        r.prompt_tokens, r.completion_tokens, r.finish_reason = prompt_tokens, completion_tokens, finish_reason
+        return r
 
 # %% ../nbs/02_llm.ipynb #dc5c020d
 class FunctionLLM(ChatLLM):
@@ -93,12 +101,13 @@ class OpenAIChat(ChatLLM, OpenAIBackend):
 
 # %% ../nbs/02_llm.ipynb #3ba6af4f
 @patch
-async def _reply(self: OpenAIChat, client, messages, max_tokens, temperature) -> str | LLMError:
+async def _reply(self: OpenAIChat, client, messages, max_tokens, temperature) -> Reply | LLMError:
     try: r = await client.chat.completions.create(model=self.model, messages=messages,
                                                   max_tokens=max_tokens, temperature=temperature)
     except Exception as e: return LLMError(self.describe(e))
-    text = r.choices[0].message.content
-    return text if text is not None else LLMError(f"no text in the reply (finish_reason={r.choices[0].finish_reason!r})")
+    choice, usage = r.choices[0], r.usage
+    if choice.message.content is None: return LLMError(f"no text in the reply (finish_reason={choice.finish_reason!r})")
+    return Reply(choice.message.content, getattr(usage, 'prompt_tokens', None), getattr(usage, 'completion_tokens', None), choice.finish_reason or 'stop')
 
 # %% ../nbs/02_llm.ipynb #53de2b98
 @patch
@@ -157,8 +166,14 @@ def load(self: LocalChat):
     return self
 
 # %% ../nbs/02_llm.ipynb #87779d0a
+def _generated(ids: list[int], ends: set[int]) -> tuple[int, str]:
+    "(tokens generated, finish reason) for one row of `generate`'s new tokens: up to its first end token, included; 'length' where none came."
+    for n, t in enumerate(ids, 1):
+        if t in ends: return n, 'stop'
+    return len(ids), 'length'            # the padding after an end token is never reached: it follows an end
+
 @patch
-def _gen_batch(self: LocalChat, prompts: list[str], max_tokens, temperature) -> list[str]:
+def _gen_batch(self: LocalChat, prompts: list[str], max_tokens, temperature) -> list[Reply]:
     import torch
     from transformers import GenerationConfig
     tok, gc0 = self.tokenizer, self.model.generation_config
@@ -167,7 +182,10 @@ def _gen_batch(self: LocalChat, prompts: list[str], max_tokens, temperature) -> 
                           **({'temperature': temperature, 'top_p': 1.0, 'top_k': 0} if temperature > 0 else {}))
     enc = tok(prompts, return_tensors='pt', padding=True, add_special_tokens=False).to(self.device)
     with torch.inference_mode(): out = self.model.generate(**enc, generation_config=gc)
-    return [s.strip() for s in tok.batch_decode(out[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)]
+    new = out[:, enc['input_ids'].shape[1]:]
+    ends = gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id if gc.eos_token_id is not None else tok.eos_token_id]
+    return [Reply(text.strip(), int(n_prompt), *_generated(ids, set(ends)))
+            for text, n_prompt, ids in zip(tok.batch_decode(new, skip_special_tokens=True), enc['attention_mask'].sum(1), new.tolist())]
 
 # %% ../nbs/02_llm.ipynb #c6eed51e
 @patch

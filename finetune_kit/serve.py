@@ -83,9 +83,13 @@ def _check_request(body) -> tuple[int, dict] | None:
     return None
 
 # %% ../nbs/08_serve.ipynb #cb52968d
-def _completion(model: str, text: str, created: int) -> dict:
-    return {'id': f'chatcmpl-{uuid.uuid4().hex[:24]}', 'object': 'chat.completion', 'created': created, 'model': model,
-            'choices': [{'index': 0, 'message': {'role': 'assistant', 'content': text}, 'finish_reason': 'stop'}]}
+def _completion(model: str, reply: str, created: int) -> dict:
+    "OpenAI's chat completion for `reply`: its finish reason, and its tokens as `usage` where the model counted them (a `Reply`)."
+    out = {'id': f'chatcmpl-{uuid.uuid4().hex[:24]}', 'object': 'chat.completion', 'created': created, 'model': model,
+           'choices': [{'index': 0, 'message': {'role': 'assistant', 'content': str(reply)}, 'finish_reason': getattr(reply, 'finish_reason', 'stop')}]}
+    n_in, n_out = getattr(reply, 'prompt_tokens', None), getattr(reply, 'completion_tokens', None)
+    if n_in is not None and n_out is not None: out['usage'] = {'prompt_tokens': n_in, 'completion_tokens': n_out, 'total_tokens': n_in + n_out}
+    return out
 
 @patch
 def _chat(self: ChatServer, body: dict) -> tuple[int, dict]:
@@ -110,7 +114,8 @@ def _route(self: ChatServer, h, method: str):
             except json.JSONDecodeError as e: status, out = _bad(f'the body is not valid JSON: {e.msg}')
             else:
                 status, out = self._chat(body)
-                if status == 200 and isinstance(body, dict) and body.get('stream'): return self._send_stream(h, out)
+                if status == 200 and isinstance(body, dict) and body.get('stream'):
+                    return self._send_stream(h, out, bool((body.get('stream_options') or {}).get('include_usage')))
         else: status, out = 404, {'error': {'message': f'no route {method} {path}', 'type': 'invalid_request_error', 'param': None, 'code': None}}
     except Exception as e: status, out = 500, {'error': {'message': f'{type(e).__name__}: {e}', 'type': 'server_error', 'param': None, 'code': None}}
     data = json.dumps(out).encode()
@@ -118,12 +123,14 @@ def _route(self: ChatServer, h, method: str):
     h.end_headers(); h.wfile.write(data)
 
 @patch
-def _send_stream(self: ChatServer, h, out: dict):
-    "The completion as server-sent events: one chunk with the whole reply, then `[DONE]`."
-    chunk = {**out, 'object': 'chat.completion.chunk',
-             'choices': [{'index': 0, 'delta': {'role': 'assistant', 'content': out['choices'][0]['message']['content']}, 'finish_reason': 'stop'}]}
+def _send_stream(self: ChatServer, h, out: dict, include_usage: bool = False):
+    "The completion as server-sent events: one chunk with the whole reply, the usage after it when asked (and known), then `[DONE]`."
+    done, usage = out['choices'][0], out.pop('usage', None)
+    chunks = [{**out, 'object': 'chat.completion.chunk',
+               'choices': [{'index': 0, 'delta': {'role': 'assistant', 'content': done['message']['content']}, 'finish_reason': done['finish_reason']}]}]
+    if include_usage and usage: chunks.append({**out, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})
     h.send_response(200); h.send_header('Content-Type', 'text/event-stream'); h.send_header('Cache-Control', 'no-cache'); h.end_headers()
-    h.wfile.write(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()); h.wfile.flush()
+    h.wfile.write(''.join(f"data: {json.dumps(c)}\n\n" for c in chunks).encode() + b"data: [DONE]\n\n"); h.wfile.flush()
 
 # %% ../nbs/08_serve.ipynb #bce79d3f
 @patch
