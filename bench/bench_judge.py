@@ -13,7 +13,8 @@ finishes (results/judge.json), so a rerun skips what is done.
     python bench/bench_judge.py --arithmetic [--n-speed 200]       # the LLM judge's arithmetic a judgment, as a multiple of each depth's
 
 `--speed` times the judges again in one process on the first N test rows of each data set (the
-students from --work; the LoRA student where its folder is still there), the cross-encoder first and last so a change of load shows, and writes
+students from --work; the LoRA student where its folder is still there), the cross-encoder first and last so a change of load shows (and again at 64 pairs a batch, the default before
+`CE_CPU_BATCH`), and writes
 the cross-encoder's speed as a multiple of each LLM judge's (results/judge_speed.{json,md}).
 """
 import argparse, json, sys, time
@@ -67,13 +68,18 @@ def speed(n: int, work: Path):
     res, md = {}, ['Judgments per second on the same test rows, one process, back to back', '',
                    '| data | rows | judge | judgments/s | cross-encoder is x times faster |', '|---|---|---|---|---|']
     for ds, (kind, fit, dev, test) in datasets().items():
-        rows, ce = test[:n], load_judge(work/f'{kind}-cross-encoder')
+        rows, ce, ce64 = test[:n], load_judge(work/f'{kind}-cross-encoder'), load_judge(work/f'{kind}-cross-encoder')
+        ce64.reranker.batch_size = 64                            # the default before CE_CPU_BATCH, timed beside it
         llms = {'SmolLM2, written verdict': LLMJudge('local', kind), 'SmolLM2, token probabilities': TokenProbJudge('local', kind)}
         if (work/f'{kind}-local').is_dir(): llms['SmolLM2 + LoRA student'] = load_judge(work/f'{kind}-local')   # the same network, merged: the base's speed
-        r = {'cross-encoder (first)': timed(ce, rows)} | {k: timed(j, rows) for k, j in llms.items()} | {'cross-encoder (last)': timed(ce, rows)}
+        r = ({'cross-encoder (first)': timed(ce, rows), 'cross-encoder, 64 a batch (first)': timed(ce64, rows)} | {k: timed(j, rows) for k, j in llms.items()}
+             | {'cross-encoder (last)': timed(ce, rows), 'cross-encoder, 64 a batch (last)': timed(ce64, rows)})
         ce_s = min(r['cross-encoder (first)'], r['cross-encoder (last)'])
-        res[ds] = {'rows': len(rows), 'judgments_per_s': r, 'ce_times': {k: round(ce_s / r[k], 1) for k in llms}}
-        md += [f"| {ds} | {len(rows)} | {k} | {v} | {res[ds]['ce_times'].get(k, '')} |" for k, v in r.items()]
+        ce64_s = min(r['cross-encoder, 64 a batch (first)'], r['cross-encoder, 64 a batch (last)'])
+        res[ds] = {'rows': len(rows), 'judgments_per_s': r, 'ce_times': {k: round(ce_s / r[k], 1) for k in llms},
+                   'ce_64_a_batch_times': {k: round(ce64_s / r[k], 1) for k in llms}, 'cpu_batch_over_64': round(ce_s / ce64_s, 2)}
+        md += [f"| {ds} | {len(rows)} | {k} | {v} | {res[ds]['ce_times'].get(k, '')} ({res[ds]['ce_64_a_batch_times'][k]} at 64 a batch) |"
+               if k in llms else f"| {ds} | {len(rows)} | {k} | {v} | |" for k, v in r.items()]
         print(ds, res[ds], flush=True)
     out = BENCH/'results'
     (out/'judge_speed.json').write_text(json.dumps(res, indent=1)); (out/'judge_speed.md').write_text('\n'.join(md) + '\n'); print('\n'.join(md))

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'Messages', 'CPU_BATCH_TOKENS', 'LLMError', 'ChatLLM', 'Reply', 'FunctionLLM', 'OpenAIChat', 'LocalChat',
-           'length_batches', 'get_llm', 'cache_key', 'CachedLLM']
+           'length_batches', 'get_llm', 'cache_key', 'CachedLLM', 'replies_path']
 
 # %% ../nbs/02_llm.ipynb #e1877790
 class LLMError(FtkError, RuntimeError):
@@ -284,9 +284,9 @@ def _local_model(path: str) -> str:
     raise ValueError(f"local:{path}: no such model folder or file (and not a hub name like 'org/model')")
 
 # %% ../nbs/02_llm.ipynb #1b50bb6c
-def cache_key(name: str, messages: Messages, max_tokens: int, temperature: float) -> str:
-    "sha256 of (model name, messages, max_tokens, temperature)."
-    blob = json.dumps([name, messages, int(max_tokens), float(temperature)], sort_keys=True, ensure_ascii=False)
+def cache_key(name: str, messages: Messages, max_tokens: int, temperature: float, draw: int = 0) -> str:
+    "sha256 of (model name, messages, max_tokens, temperature), and `draw` where not 0: the n-th sample of the same ask."
+    blob = json.dumps([name, messages, int(max_tokens), float(temperature)] + ([int(draw)] if draw else []), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 # %% ../nbs/02_llm.ipynb #7248245f
@@ -304,8 +304,9 @@ def _complete_each(self: OpenAIChat, conversations, max_tokens, temperature, des
 # %% ../nbs/02_llm.ipynb #fea90540
 class CachedLLM(ChatLLM):
     "Wrap a `ChatLLM` with an on-disk JSONL cache of its successful replies, each saved as the model hands it over (`chunk` conversations asked at a time)."
-    def __init__(self, inner: ChatLLM, path: str | Path, chunk: int = 64):
-        self.inner, self.path, self.name, self.chunk = inner, Path(path), inner.name, chunk
+    def __init__(self, inner: ChatLLM, path: str | Path, chunk: int = 64,
+                 draw: int = 0):                        # which sample of each ask this is: a retry that must not replay the last one's reply
+        self.inner, self.path, self.name, self.chunk, self.draw = inner, Path(path), inner.name, chunk, draw
         self._cache, self.hits, self.misses = None, 0, 0
 
     def __repr__(self): return f"CachedLLM({self.inner!r}, path={str(self.path)!r})"
@@ -314,11 +315,15 @@ class CachedLLM(ChatLLM):
         if attr == 'inner': raise AttributeError(attr)
         return getattr(self.inner, attr)
 
+def replies_path(out: str | Path) -> Path:
+    "Where a job writing `out` keeps its model's replies (a `CachedLLM` file): `OUT.replies.jsonl`."
+    return Path(out).with_name(Path(out).name + '.replies.jsonl')
+
 # %% ../nbs/02_llm.ipynb #77f276e9
 @patch
 def _complete(self: CachedLLM, conversations, max_tokens, temperature, desc):
     if self._cache is None: self._cache = {r['key']: r['reply'] for r in read_jsonl(self.path)}
-    keys = [cache_key(self.inner.name, m, max_tokens, temperature) for m in conversations]
+    keys = [cache_key(self.inner.name, m, max_tokens, temperature, self.draw) for m in conversations]
     todo = {}                                   # key -> conversation, each asked once
     for k, m in zip(keys, conversations):
         if k not in self._cache: todo.setdefault(k, m)

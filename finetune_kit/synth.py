@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 from tqdm.auto import tqdm
 from .core import Node, QADataset, DatasetError, subset, append_jsonl, read_jsonl
+from .llm import CachedLLM, replies_path
 
 # %% auto #0
 __all__ = ['QUESTION_PROMPT', 'ANSWER_PROMPT', 'parse_questions', 'question_prompt', 'generate_questions', 'qa_dataset',
@@ -50,10 +51,10 @@ def question_prompt(node: Node, n: int = 1) -> list[dict]:
     return [{'role': 'user', 'content': QUESTION_PROMPT.format(context=node.text, n=n, s='' if n == 1 else 's')}]
 
 # %% ../nbs/03_synth.ipynb #9a48ce7e
-def _ask_batch(keys: Sequence[str], prompts: dict, parse: Callable, llm, retries: int, max_tokens: int, what: str) -> tuple[dict, dict]:
-    "(`{key: parsed reply}`, `{key: why not}`) for one batch, after up to `retries` retries; `parse(key, reply)` is falsy when unusable."
+def _ask_batch(keys: Sequence[str], prompts: dict, parse: Callable, llms: Sequence, max_tokens: int, what: str) -> tuple[dict, dict]:
+    "(`{key: parsed reply}`, `{key: why not}`) for one batch, `llms[i]` asking the i-th time (a retry samples); `parse(key, reply)` is falsy when unusable."
     found, why = {}, {}
-    for attempt in range(retries + 1):
+    for attempt, llm in enumerate(llms):
         pending = [k for k in keys if k not in found]
         if not pending: break
         replies = llm.generate([prompts[k] for k in pending], max_tokens=max_tokens, temperature=0.0 if attempt == 0 else 0.7)
@@ -70,10 +71,12 @@ def _generate(keys: Sequence[str], prompt: Callable, parse: Callable, llm, progr
     progress_path = Path(progress_path)
     done = {r[key_field] for r in read_jsonl(progress_path)}
     todo = [k for k in keys if k not in done]
+    # each try its own draw: a rerun replays the replies it already has, and a retry never replays the reply it retries
+    llms = [CachedLLM(llm, replies_path(progress_path), draw=attempt) for attempt in range(retries + 1)]
     bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc=f'{what}s', disable=not show_progress)
     for s in range(0, len(todo), batch_size):
         batch = todo[s:s + batch_size]
-        found, why = _ask_batch(batch, {k: prompt(k) for k in batch}, parse, llm, retries, max_tokens, what)
+        found, why = _ask_batch(batch, {k: prompt(k) for k in batch}, parse, llms, max_tokens, what)
         append_jsonl(progress_path, [{key_field: k, field: found[k]} if k in found else {key_field: k, 'skipped': why[k]} for k in batch])
         bar.update(len(batch))
     bar.close()
