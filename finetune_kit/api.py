@@ -21,12 +21,12 @@ class Secret:
     def __repr__(self): return "'***'"
     __str__ = __repr__
 
-_TOKEN_RE = re.compile(r'(Bearer\s+)\S+|\bsk-[A-Za-z0-9_\-]{6,}', re.I)
+_TOKEN_RE = re.compile(r'(Bearer\s+)\S+|\bsk-[A-Za-z0-9_\-]{6,}|(://[^/\s:@]+:)[^/\s@]+(?=@)', re.I)   # the last: a password in a URL
 
 def redact(text: str, secret: str | None = None) -> str:
     "`text` with `secret` and anything that looks like an API key or bearer token blanked out."
     if secret: text = text.replace(secret, '***')
-    return _TOKEN_RE.sub(lambda m: (m.group(1) or '') + '***', text)
+    return _TOKEN_RE.sub(lambda m: (m.group(1) or m.group(2) or '') + '***', text)
 
 # %% ../nbs/01_api.ipynb #997d06d1
 def run_sync(make_coro: Callable[[], Awaitable]):

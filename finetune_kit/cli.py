@@ -4,23 +4,23 @@
 
 # %% ../nbs/30_cli.ipynb #23904f46
 from __future__ import annotations
-import argparse, contextlib, inspect, json, os, random, sys, time
+import argparse, contextlib, inspect, json, math, os, random, sys, time
 from pathlib import Path
 from .core import FtkError, QADataset, hub_name, load_documents, make_nodes, python_docs, split_by_doc
 from .training import world_size, is_main_process, one_process_only
 
 # %% auto #0
-__all__ = ['BAD_INPUT', 'LLM_RUN_KEYS', 'HOSTED_ONLY', 'CHECK_KEYS', 'RAG_KEYS', 'JUDGE_KEYS', 'COMMANDS', 'MULTI_PROCESS',
-           'UsageError', 'cmd_generate_qa', 'cmd_finetune_embeddings', 'cmd_eval_retrieval', 'cmd_finetune_reranker',
-           'cmd_finetune_adapter', 'cmd_finetune_router', 'cmd_route', 'cmd_finetune_llm', 'cmd_check_chat',
-           'cmd_eval_sql', 'cmd_radit_data', 'cmd_eval_rag', 'cmd_serve', 'cmd_judge', 'cmd_finetune_judge',
-           'cmd_eval_judge', 'quickstart', 'cmd_quickstart', 'build_parser', 'main']
+__all__ = ['BAD_INPUT', 'LLM_RUN_KEYS', 'HOSTED_ONLY', 'LOCAL_ONLY', 'CHECK_KEYS', 'RAG_KEYS', 'JUDGE_KEYS', 'COMMANDS',
+           'MULTI_PROCESS', 'UsageError', 'cmd_generate_qa', 'cmd_finetune_embeddings', 'cmd_eval_retrieval',
+           'cmd_finetune_reranker', 'cmd_finetune_adapter', 'cmd_finetune_router', 'cmd_route', 'cmd_finetune_llm',
+           'cmd_check_chat', 'cmd_eval_sql', 'cmd_radit_data', 'cmd_eval_rag', 'cmd_serve', 'cmd_judge',
+           'cmd_finetune_judge', 'cmd_eval_judge', 'quickstart', 'cmd_quickstart', 'build_parser', 'main']
 
 # %% ../nbs/30_cli.ipynb #5dcbfda3
 class UsageError(FtkError):
     "Flags that do not go together (the CLI's own complaint; the library's errors speak for themselves)."
 
-BAD_INPUT = (FtkError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+BAD_INPUT = (FtkError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 def _message(e: BaseException) -> str:
     "One line for the user: `PATH: reason` for a file error, else the error's own message."
@@ -76,6 +76,31 @@ def _epochs(s: str) -> int | float:
     if not x > 0: raise argparse.ArgumentTypeError(f"must be positive, got {s}")
     return int(x) if x.is_integer() else x
 
+def _whole_number(s: str, least: int) -> int:
+    try: x = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
+    if x < least: raise argparse.ArgumentTypeError(f"must be at least {least}, got {s}")
+    return x
+
+def _positive(s: str) -> int:
+    "A count of at least 1 (`--batch-size`, `--k`, `--limit`...)."
+    return _whole_number(s, 1)
+
+def _count(s: str) -> int:
+    "A count that may be 0 (`--negatives`, `--distractors`)."
+    return _whole_number(s, 0)
+
+def _rate(s: str) -> float:
+    "A positive number (`--lr`)."
+    return float(_epochs(s))
+
+def _share(s: str) -> float:
+    "A fraction in [0, 1) (`--dev-frac`: some rows must be left to train on)."
+    try: x = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not 0 <= x < 1: raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {s}")
+    return x
+
 def _default(v, help: str):
     "`(default, help)`: a default the library works out itself is `None` here, described in words."
     return (None, f"{help} (default: {v})") if isinstance(v, str) else (v, help)
@@ -90,14 +115,14 @@ def _trainer_args(p, train: str, val: str, model: str, epochs, batch_size: int, 
     (d, h) = _default(epochs, 'passes over the training data' + ('' if whole else ' (fractions allowed)'))
     p.add_argument('--epochs', type=_epochs, default=d, help=h)
     (d, h) = _default(batch_size, 'examples per training step')
-    p.add_argument('--batch-size', type=int, default=d, help=h)
+    p.add_argument('--batch-size', type=_positive, default=d, help=h)
     (d, h) = _default(lr, 'learning rate')
-    p.add_argument('--lr', type=float, default=d, help=h)
+    p.add_argument('--lr', type=_rate, default=d, help=h)
     p.add_argument('--seed', type=int, default=0, help='random seed (initialisation, shuffling)')
 
 # %% ../nbs/30_cli.ipynb #ff23750d
 def _max_length(p, default: int, *aliases: str):
-    p.add_argument('--max-length', *aliases, type=int, default=default, help='max tokens per input (longer ones are cut)')
+    p.add_argument('--max-length', *aliases, type=_positive, default=default, help='max tokens per input (longer ones are cut)')
 
 def _base_url(p, flag: str):
     p.add_argument('--base-url', default=None, help=f"OpenAI-compatible server for {flag} openai:MODEL (key from OPENAI_API_KEY)")
@@ -105,10 +130,23 @@ def _base_url(p, flag: str):
 def _json_arg(p):
     p.add_argument('--json', action='store_true', help='end with one line of JSON')
 
+def _json_line(obj, **kw) -> str:
+    "`--json`'s line: strict JSON, a number that is not one (kappa of a judge that never varies: NaN) as null."
+    finite = lambda x: (None if isinstance(x, float) and not math.isfinite(x) else {k: finite(v) for k, v in x.items()} if isinstance(x, dict)
+                        else [finite(v) for v in x] if isinstance(x, (list, tuple)) else x)
+    return json.dumps(finite(obj), allow_nan=False, **kw)
+
+def _out_file(path: Path | None) -> Path | None:
+    "An output file's path, its folder made now, before any work (not after an hour of it); a folder given instead stops here."
+    if path is None: return None
+    if path.is_dir(): raise UsageError(f"--out {path}: is a folder; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
 # %% ../nbs/30_cli.ipynb #220010a8
 def cmd_generate_qa(a):
     from finetune_kit.synth import generate_questions, qa_dataset, generate_answers, with_answers
-    docs = load_documents(a.docs)
+    _out_file(a.out); docs = load_documents(a.docs)
     nodes = make_nodes(docs, max_words=a.chunk_words)
     if a.max_chunks: nodes = nodes[:a.max_chunks]
     llm = _llm(a.llm, a.base_url, **({'concurrency': a.concurrency} if a.llm.startswith('openai:') else {}))
@@ -130,11 +168,11 @@ def _p_generate_qa(sub):
     g.add_argument('--out', required=True, type=Path, help='QADataset JSON to write')
     g.add_argument('--llm', default='local', help="'local' (bundled SmolLM2), 'local:PATH' or 'openai:MODEL'")
     _base_url(g, '--llm')
-    g.add_argument('--questions-per-chunk', type=int, default=1, help='questions asked per chunk')
-    g.add_argument('--concurrency', type=int, default=8, help='parallel requests (openai backend)')
-    g.add_argument('--chunk-words', type=int, default=160, help='words per chunk')
-    g.add_argument('--max-chunks', type=int, default=None, help='only the first N chunks (default: all)')
-    g.add_argument('--batch-size', type=int, default=32, help='chunks (and questions) per progress write')
+    g.add_argument('--questions-per-chunk', type=_positive, default=1, help='questions asked per chunk')
+    g.add_argument('--concurrency', type=_positive, default=8, help='parallel requests (openai backend)')
+    g.add_argument('--chunk-words', type=_positive, default=160, help='words per chunk')
+    g.add_argument('--max-chunks', type=_positive, default=None, help='only the first N chunks (default: all)')
+    g.add_argument('--batch-size', type=_positive, default=32, help='chunks (and questions) per progress write')
     g.add_argument('--answers', action='store_true', help="also answer each question from its own chunk (responses, as radit-data needs); progress in OUT.answers.jsonl")
 
 # %% ../nbs/30_cli.ipynb #563bcbdd
@@ -156,7 +194,7 @@ def _p_finetune_embeddings(sub):
     f = _command(sub, 'finetune-embeddings', cmd_finetune_embeddings, 'fine-tune a sentence-transformers model on a QADataset')
     _trainer_args(f, 'QADataset JSON', 'QADataset JSON: compare base and fine-tuned on it',
                   'base model path or hub name (default: bundled MiniLM)', epochs=2, batch_size=32, lr=1e-4)
-    f.add_argument('--negatives', '--hard-negatives', type=int, default=0, help='hard negatives mined per question (0: in-batch only)')
+    f.add_argument('--negatives', '--hard-negatives', type=_count, default=0, help='hard negatives mined per question (0: in-batch only)')
     _max_length(f, 256, '--max-seq-length')
 
 # %% ../nbs/30_cli.ipynb #3f787e15
@@ -177,17 +215,17 @@ def cmd_eval_retrieval(a):
     m = {k: round(v, 4) if isinstance(v, float) else v for k, v in res.metrics.items()}
     if not a.json:
         for k, v in m.items(): print(f"{k:>10}  {v}")
-    else: print(json.dumps(m))
+    else: print(_json_line(m))
 
 # %% ../nbs/30_cli.ipynb #14710898
 def _p_eval_retrieval(sub):
     e = _command(sub, 'eval-retrieval', cmd_eval_retrieval, 'hit@k, MRR@10, NDCG@10 of a model on a QADataset')
     e.add_argument('--data', required=True, type=Path, help='QADataset JSON to score')
     e.add_argument('--model', default=None, help="model path, hub name or 'openai:MODEL' (default: bundled MiniLM)")
-    e.add_argument('--top-k', type=int, default=10, help='documents retrieved per question')
+    e.add_argument('--top-k', type=_positive, default=10, help='documents retrieved per question')
     e.add_argument('--adapter', default=None, help='adapter folder from finetune-adapter (or LlamaIndex) to apply over --model')
     e.add_argument('--reranker', default=None, help='a cross-encoder folder: rerank the retrieved top candidates with it')
-    e.add_argument('--rerank-top-k', type=int, default=20, help='how many retrieved candidates the reranker reorders')
+    e.add_argument('--rerank-top-k', type=_positive, default=20, help='how many retrieved candidates the reranker reorders')
     e.add_argument('--retriever-weight', type=float, default=1.0,
                    help="weight of the retriever's similarity beside the reranker's score (both z-normalised); 0: the reranker alone")
     e.add_argument('--cache', default=None, help='embedding cache file (SQLite) for adapters and openai: models')
@@ -222,7 +260,7 @@ def _p_finetune_reranker(sub):
     _trainer_args(r, 'QADataset JSON, or JSONL of {query, passage, label} pairs', 'QADataset JSON: compare retrieval with and without the reranker',
                   'base cross-encoder, or any model folder to put a new head on (default: bundled MiniLM)', epochs=2, batch_size=16, lr=1e-4)
     r.add_argument('--retriever', default=None, help='embedding model that mines hard negatives (and retrieves for --val); default: bundled MiniLM')
-    r.add_argument('--negatives', type=int, default=3, help='hard negatives per query (plus one random one)')
+    r.add_argument('--negatives', type=_count, default=3, help='hard negatives per query (plus one random one)')
     r.add_argument('--llm', default=None, help="label the mined pairs with an LLM instead: 'local' or 'openai:MODEL'")
     _base_url(r, '--llm'); _max_length(r, 256)
 
@@ -319,7 +357,7 @@ def _print_routes(a, router, queries, routes):
     if lab:
         res = evaluate_router(router, [queries[i] for i in lab], routes=[routes[i] for i in lab])
         out.update({k: round(v, 4) if isinstance(v, float) else v for k, v in res.metrics.items() if k != 'n_queries'}, n_labelled=len(lab))
-    if a.json: return print(json.dumps({**out, 'routes': rows}, ensure_ascii=False))
+    if a.json: return print(_json_line({**out, 'routes': rows}, ensure_ascii=False))
     for r in rows: print(f"{r['routes'][0][0]}\t{r['routes'][0][1]:.3f}\t{r['query']}")
     for k, v in out.items(): print(f"{k:>12}  {v}")
 
@@ -329,30 +367,34 @@ def _p_route(sub):
     ro.add_argument('--router', required=True, help='folder from finetune-router, or an embedding model path')
     ro.add_argument('--data', '--queries', required=True, type=Path, help='JSON list of {"query", "choice"?} or of strings')
     ro.add_argument('--choices', type=Path, default=None, help='JSON list of {"name", "description"} (needed for a plain model)')
-    ro.add_argument('--top-k', '--top-n', type=int, default=1, help='routes shown per query')
+    ro.add_argument('--top-k', '--top-n', type=_positive, default=1, help='routes shown per query')
     _json_arg(ro)
 
 # %% ../nbs/30_cli.ipynb #2b0cd811
 LLM_RUN_KEYS = ('train_loss', 'val_loss_before', 'val_loss_after', 'n_train_tokens', 'tokens_per_s', 'wall_s', 'model_dir',
                 'adapter_dir', 'n_train', 'n_dropped_too_long', 'steps', 'peak_rss_mb')
 HOSTED_ONLY = ('lr_multiplier', 'beta', 'suffix', 'base_url')
+LOCAL_ONLY = ('lr', 'lora_r', 'max_length')       # None unless given: the local fine-tuner's defaults fill them in
 
 def cmd_finetune_llm(a):
     if a.cancel: return _cancel_hosted(a)
     if a.train is None or a.out is None: raise UsageError('finetune-llm needs --train and --out (or --cancel OUT)')
-    if str(a.model).startswith('openai:'): return _finetune_hosted(a)
+    if str(a.model).startswith('openai:'):
+        if given := [f"--{k.replace('_', '-')}" for k in LOCAL_ONLY if getattr(a, k) is not None]:
+            raise UsageError(f"{', '.join(given)}: only for a local model; a hosted job takes --lr-multiplier (and the platform's other settings)")
+        return _finetune_hosted(a)
     if given := [f"--{k.replace('_', '-')}" for k in HOSTED_ONLY if getattr(a, k) is not None] + (['--method dpo'] if a.method == 'dpo' else []):
         raise UsageError(f"{', '.join(given)}: only for a hosted job (--model openai:MODEL); the local fine-tuner trains supervised")
     from finetune_kit.llm_ft import finetune_llm, read_chat_jsonl
     train, val = read_chat_jsonl(a.train), (read_chat_jsonl(a.val) if a.val else None)
-    chat = finetune_llm(train, a.out, model=a.model, val=val, learning_rate=a.lr, lora_r=a.lora_r, max_length=a.max_length, seed=a.seed,
-                        **{k: v for k, v in (('epochs', a.epochs), ('batch_size', a.batch_size)) if v is not None})
+    given = {'epochs': a.epochs, 'batch_size': a.batch_size, 'learning_rate': a.lr, 'lora_r': a.lora_r, 'max_length': a.max_length}
+    chat = finetune_llm(train, a.out, model=a.model, val=val, seed=a.seed, **{k: v for k, v in given.items() if v is not None})
     info = chat.run_info
-    print(f"trained on {info['n_train']} chats ({info['n_dropped_too_long']} over {a.max_length} tokens dropped), "
+    print(f"trained on {info['n_train']} chats ({info['n_dropped_too_long']} over {info['max_length']} tokens dropped), "
           f"{info['tokens_per_s']:.0f} tokens/s, {info['wall_s']:.0f} s; train loss {info['train_loss']:.3f}")
     if val is not None: print(f"validation loss {info['val_loss_before']:.3f} -> {info['val_loss_after']:.3f}")
     print(f"saved the merged model to {info['model_dir']} and the LoRA adapter to {info['adapter_dir']}; serve it: ftk serve --model local:{a.out}")
-    if a.json: print(json.dumps({k: info[k] for k in LLM_RUN_KEYS if k in info and (val is not None or 'val_loss' not in k)}))
+    if a.json: print(_json_line({k: info[k] for k in LLM_RUN_KEYS if k in info and (val is not None or 'val_loss' not in k)}))
 
 # %% ../nbs/30_cli.ipynb #e5a1b2c1
 def _hosted_json(state: dict) -> str:
@@ -387,7 +429,7 @@ def _cancel_hosted(a):
     from finetune_kit.hosted_ft import cancel_hosted, load_job
     status = cancel_hosted(a.cancel, a.base_url)
     print(f"job {load_job(a.cancel)['job_id']}: {status}")
-    if a.json: print(json.dumps({'job_id': load_job(a.cancel)['job_id'], 'status': status}))
+    if a.json: print(_json_line({'job_id': load_job(a.cancel)['job_id'], 'status': status}))
 
 # %% ../nbs/30_cli.ipynb #d47a1ebe
 def _p_finetune_llm(sub):
@@ -396,10 +438,10 @@ def _p_finetune_llm(sub):
     _trainer_args(f, 'chat JSONL to train on', 'chat JSONL: validation loss before and after (hosted: the job reports it)',
                   "'local' (bundled SmolLM2), 'local:PATH' (a transformers folder or .gguf), a hub name, or openai:MODEL "
                   "for a hosted job (default: local)", epochs="3 for a local model; the platform's choice for openai:MODEL",
-                  batch_size="8 for a local model; the platform's choice for openai:MODEL", lr=2e-4)
+                  batch_size="8 for a local model; the platform's choice for openai:MODEL", lr="2e-4; local only")
     f._option_string_actions['--train'].required = f._option_string_actions['--out'].required = False   # not with --cancel
-    f.add_argument('--lora-r', type=int, default=8, help='LoRA rank (alpha is twice it); local only')
-    f.add_argument('--max-length', type=int, default=1024, help='max tokens per chat (longer chats are dropped, not cut); local only')
+    f.add_argument('--lora-r', type=_positive, default=None, help='LoRA rank (alpha is twice it); local only (default: 8)')
+    f.add_argument('--max-length', type=_positive, default=None, help='max tokens per chat (longer chats are dropped, not cut); local only (default: 1024)')
     _hosted_args(f); _json_arg(f)
 
 def _hosted_args(f):
@@ -417,10 +459,11 @@ CHECK_KEYS = ('n_examples', 'n_errors', 'n_tokens', 'billed_tokens', 'epochs')
 
 def cmd_check_chat(a):
     from finetune_kit.chat_data import read_chat_jsonl, chat_stats, ChatDataError
+    if str(a.model).startswith('local:'): _llm(a.model)          # a folder that holds no model stops here
     try: examples = read_chat_jsonl(a.file, max_problems=a.max_errors, kind='auto')
     except ChatDataError as e:
         print('\n'.join(e.lines() + ([f"{a.file}: ... and {e.n_problems - len(e.problems)} more"] if e.n_problems > len(e.problems) else [])), file=sys.stderr)
-        if a.json: print(json.dumps(dict.fromkeys(CHECK_KEYS) | {'n_errors': e.n_problems}))
+        if a.json: print(_json_line(dict.fromkeys(CHECK_KEYS) | {'n_errors': e.n_problems}))
         sys.exit(2)
     st = chat_stats(examples, a.model, price_per_1m=a.price_per_1m)
     t, m = st['tokens_per_example'], st['messages_per_example']
@@ -428,7 +471,7 @@ def cmd_check_chat(a):
           f"tokens per example: {t['min']}-{t['max']} (mean {t['mean']}), {st['n_tokens']:,} in all; {st['tokenizer']}\n"
           f"{st['n_too_long']} over the {st['context']:,}-token context; {st['n_without_system']} without a system message\n"
           f"{st['epochs']} epochs: {st['billed_tokens']:,} billed tokens" + (f", ${st['cost']}" if st['cost'] is not None else ''))
-    if a.json: print(json.dumps({**{k: st[k] for k in CHECK_KEYS if k in st}, 'n_errors': 0, **st}))
+    if a.json: print(_json_line({**{k: st[k] for k in CHECK_KEYS if k in st}, 'n_errors': 0, **st}))
 
 # %% ../nbs/30_cli.ipynb #e5a1b2c6
 def _p_check_chat(sub):
@@ -436,7 +479,7 @@ def _p_check_chat(sub):
     c.add_argument('file', type=Path, help='chat fine-tuning JSONL (OpenAI\'s format)')
     c.add_argument('--model', default='gpt-4o-mini', help="whose tokens: an OpenAI model, 'local' or 'local:PATH'")
     c.add_argument('--price-per-1m', type=float, default=None, help='dollars per million training tokens, for a cost (no price is built in)')
-    c.add_argument('--max-errors', type=int, default=100, help='errors listed at most')
+    c.add_argument('--max-errors', type=_count, default=100, help='errors listed at most')
     _json_arg(c)
 
 # %% ../nbs/30_cli.ipynb #8aad76b7
@@ -448,14 +491,14 @@ def cmd_eval_sql(a):
     for k in ('valid_sql', 'exact_match', 'exec_match'): print(f"{k:>12}  {100 * res[k]:.1f}%")
     print(f"{res['n']} questions; {res['n_errors']} failed requests, {res['n_no_sql']} replies without SQL")
     cached = _from_cache(llm)
-    if a.json: print(json.dumps({k: res[k] for k in ('valid_sql', 'exact_match', 'exec_match', 'n', 'n_errors', 'n_no_sql')} | cached))
+    if a.json: print(_json_line({k: res[k] for k in ('valid_sql', 'exact_match', 'exec_match', 'n', 'n_errors', 'n_no_sql')} | cached))
 
 def _p_eval_sql(sub):
     e = _command(sub, 'eval-sql', cmd_eval_sql, 'text-to-SQL scores of an LLM: valid SQL, exact match, execution match')
     e.add_argument('--data', required=True, type=Path, help='sql-create-context JSON (instruction = schema + question, output = SQL)')
     e.add_argument('--model', default='local', help="'local', 'local:DIR' (a model or finetune-llm folder) or 'openai:MODEL'")
     _base_url(e, '--model')
-    e.add_argument('--max-tokens', type=int, default=128, help='tokens per reply')
+    e.add_argument('--max-tokens', type=_positive, default=128, help='tokens per reply')
     _cache_arg(e); _json_arg(e)
 
 # %% ../nbs/30_cli.ipynb #a0dd06d6
@@ -479,7 +522,7 @@ def _ranked(ds: QADataset, retriever, base_url, n: int) -> dict:
 def cmd_radit_data(a):
     from finetune_kit.radit import radit_examples, check_raft_options, SYSTEM
     from finetune_kit.chat_data import write_chat_jsonl
-    check_raft_options(a.oracle_frac, a.distractors, a.random_distractors)       # before any model loads
+    check_raft_options(a.oracle_frac, a.distractors, a.random_distractors); _out_file(a.out)     # before any model loads
     ds = _qa_with_answers(a.data)
     n_distract = a.k - 1 if a.distractors is None else a.distractors
     ranked = _ranked(ds, a.retriever, a.base_url, a.k + n_distract + 5)      # room for skipping gold passages
@@ -487,7 +530,7 @@ def cmd_radit_data(a):
                         random_distractors=a.random_distractors, system=a.system if a.system is not None else SYSTEM, seed=a.seed)
     write_chat_jsonl(a.out, ex)
     print(f"{a.out}: {len(ex)} examples from {len(ds)} questions")
-    if a.json: print(json.dumps({'n_questions': len(ds), 'n_examples': len(ex), 'k': a.k}))
+    if a.json: print(_json_line({'n_questions': len(ds), 'n_examples': len(ex), 'k': a.k}))
 
 # %% ../nbs/30_cli.ipynb #7d314f47
 def _p_radit_data(sub):
@@ -495,9 +538,9 @@ def _p_radit_data(sub):
     r.add_argument('--data', required=True, type=Path, help='QADataset JSON with responses, or a SQuAD-format file')
     r.add_argument('--out', required=True, type=Path, help='chat JSONL to write')
     r.add_argument('--retriever', default=None, help="embedding model (path, hub name or 'openai:MODEL') or a finetune-adapter folder (default: bundled MiniLM)")
-    r.add_argument('--k', type=int, default=3, help='retrieved passages per question')
+    r.add_argument('--k', type=_positive, default=3, help='retrieved passages per question')
     r.add_argument('--oracle-frac', type=float, default=None, help='RAFT: fraction of examples holding the gold passage (default: RA-DIT, no RAFT)')
-    r.add_argument('--distractors', type=int, default=None, help='RAFT: non-gold passages per example (default: k-1)')
+    r.add_argument('--distractors', type=_count, default=None, help='RAFT: non-gold passages per example (default: k-1)')
     r.add_argument('--random-distractors', action='store_true', help="RAFT: random distractors instead of the retriever's near misses")
     r.add_argument('--joined', action='store_true', help="one example with the k passages together (LlamaIndex's recipe) instead of k examples")
     r.add_argument('--system', default=None, help='system prompt (default: the library\'s short-answer prompt)')
@@ -525,12 +568,14 @@ def cmd_eval_rag(a):
     from finetune_kit.radit import eval_rag
     from finetune_kit.judge import judge_rag
     from finetune_kit.core import sample_queries
-    ds = _qa_with_answers(a.data)
+    ds, _ = _qa_with_answers(a.data), _out_file(a.out)
     if a.limit: ds = sample_queries(ds, a.limit, seed=0)        # the corpus stays every passage
     judge = _judge(a.judge, 'correctness', a.judge_base_url) if a.judge else None   # a bad --judge stops before any answering
     llm = _cached(_llm(a.llm, a.base_url), a.cache)
-    ranked = _ranked(ds, a.retriever, None, a.k + 5) if a.context in ('retrieved', 'gold+distractors') else None
+    ranked = _ranked(ds, a.retriever, a.retriever_base_url, a.k + 5) if a.context in ('retrieved', 'gold+distractors') else None
     res = eval_rag(llm, ds, ranked, a.context, k=a.k, parallel=a.parallel)
+    if res.metrics['n_failed'] == len(ds):
+        raise FtkError(f"{llm.name}: every one of the {len(ds)} requests failed (see the warnings above): nothing to score")
     if judge: judge_rag(res, judge)
     if a.out: res.table.to_json(a.out, orient='records', lines=True, force_ascii=False)
     m = res.metrics
@@ -539,7 +584,7 @@ def cmd_eval_rag(a):
     judged = {k: m[k] for k in ('judged_correct', 'judge_invalid')} if judge else {}
     cached = _from_cache(llm, 'questions/s')
     if judge: print(f"judged correct by {m['judge']}: {100 * m['judged_correct']:.1f}% ({100 * m['judge_invalid']:.1f}% unreadable verdicts)")
-    if a.json: print(json.dumps({k: m[k] for k in RAG_KEYS} | {'n_failed': m['n_failed']} | judged | cached))
+    if a.json: print(_json_line({k: m[k] for k in RAG_KEYS} | {'n_failed': m['n_failed']} | judged | cached))
 
 def _p_eval_rag(sub):
     e = _command(sub, 'eval-rag', cmd_eval_rag, "SQuAD exact match and F1 of an LLM's answers over retrieved, gold, gold+distractors or no passages")
@@ -547,10 +592,11 @@ def _p_eval_rag(sub):
     e.add_argument('--llm', default='local', help="'local', 'local:DIR' (a model or finetune-llm folder) or 'openai:MODEL'")
     _base_url(e, '--llm')
     e.add_argument('--retriever', default=None, help="embedding model (path, hub name or 'openai:MODEL') or a finetune-adapter folder (default: bundled MiniLM)")
-    e.add_argument('--k', type=int, default=3, help='passages per question')
+    e.add_argument('--retriever-base-url', default=None, help='OpenAI-compatible server for --retriever openai:MODEL (key from OPENAI_API_KEY)')
+    e.add_argument('--k', type=_positive, default=3, help='passages per question')
     e.add_argument('--context', default='retrieved', choices=['retrieved', 'gold', 'gold+distractors', 'none'], help='what the LLM is shown')
     e.add_argument('--parallel', action='store_true', help="RA-DIT's inference: ask each passage alone, keep the answer most likely over all (a local --llm)")
-    e.add_argument('--limit', type=int, default=None, help='score a seeded sample of this many questions')
+    e.add_argument('--limit', type=_positive, default=None, help='score a seeded sample of this many questions')
     e.add_argument('--out', type=Path, default=None, help='per-question table (JSONL)')
     _cache_arg(e)
     e.add_argument('--judge', default=None, help="also judge each answer against its gold answers: 'lexical', 'local', 'local:DIR', 'openai:MODEL' or a finetune-judge folder")
@@ -560,7 +606,11 @@ def _p_eval_rag(sub):
 # %% ../nbs/30_cli.ipynb #b058ef23
 def cmd_serve(a):
     from finetune_kit.serve import serve
-    serve(_llm(a.model), port=a.port, host=a.host)
+    llm = _llm(a.model)
+    try: serve(llm, port=a.port, host=a.host)
+    except OSError as e:
+        if e.errno == 98: raise UsageError(f"--port {a.port}: already in use (another server?); choose another port") from None
+        raise
 
 def _p_serve(sub):
     s = _command(sub, 'serve', cmd_serve, 'serve an LLM behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)')
@@ -592,16 +642,18 @@ def _judge(spec: str, kind: str, base_url: str | None):
 def cmd_judge(a):
     from finetune_kit.judge import label_rows
     rows, kind = _judge_rows(a.data, a.kind)
-    judge = _judge(a.judge, kind, a.base_url)
+    judge, _ = _judge(a.judge, kind, a.base_url), _out_file(a.out)
     out = label_rows(rows, judge, a.out)
     n_invalid, tokens = sum(bool(r.get('invalid')) for r in out), sum(r.get('tokens') or 0 for r in out)
     n_failed = sum(bool(r.get('failed')) for r in out)
     print(f"{a.out}: {len(out)} {kind} rows labelled by {judge.name}; {n_invalid} invalid verdicts, {tokens:,} tokens"
           + (f"; {n_failed} requests got no reply: run the same command again to ask them again" if n_failed else ''))
-    if a.json: print(json.dumps({'n': len(out), 'invalid': n_invalid, 'failed': n_failed, 'tokens': tokens, 'judge': judge.name}))
+    if a.json: print(_json_line({'n': len(out), 'invalid': n_invalid, 'failed': n_failed, 'tokens': tokens, 'judge': judge.name}))
 
 def cmd_finetune_judge(a):
-    from finetune_kit.judge import finetune_judge, split_rows, student_examples
+    from finetune_kit.judge import finetune_judge, split_rows, student_examples, STUDENTS
+    if a.student not in STUDENTS and not a.student.startswith('openai:'):
+        raise UsageError(f"--student {a.student}: use one of {', '.join(STUDENTS)} or openai:MODEL")
     rows, kind = _judge_rows(a.train, a.kind, labelled=True)
     if a.student.startswith('openai:'): return _hosted_judge(a, rows, kind)
     fit, dev = split_rows(rows, a.dev_frac, a.seed) if kind == 'correctness' and a.dev_frac else (rows, None)
@@ -610,7 +662,7 @@ def cmd_finetune_judge(a):
     info = {'student': a.student, 'kind': kind, 'n_train_rows': len(fit), 'n_dev_rows': len(dev or []), 'threshold': getattr(judge, 'threshold', None)}
     print(f"trained a {a.student} {kind} judge on {len(fit)} rows" + (f", threshold {info['threshold']:.3f} tuned on {len(dev)} dev rows" if dev else '')
           + f"; use it as --judge {a.out}")
-    if a.json: print(json.dumps(info))
+    if a.json: print(_json_line(info))
 
 def _hosted_judge(a, rows: list[dict], kind: str):
     "`--student openai:MODEL`: the judge's chat data as a hosted fine-tuning job; the folder records the fine-tuned model."
@@ -624,24 +676,27 @@ def _hosted_judge(a, rows: list[dict], kind: str):
             'base_url': redact(a.base_url) if a.base_url else None}
     write_json_atomic(Path(a.out)/'judge.json', info)
     print(f"hosted job done: {chat.model} judges as --judge {a.out}")
-    if a.json: print(json.dumps({k: info[k] for k in ('student', 'model', 'kind', 'n_train_rows')}))
+    if a.json: print(_json_line({k: info[k] for k in ('student', 'model', 'kind', 'n_train_rows')}))
 
 def cmd_eval_judge(a):
     from finetune_kit.judge import evaluate_judge, LLMJudge
     rows, kind = _judge_rows(a.data, a.kind, labelled=True)
-    judge = _judge(a.judge, kind, a.base_url)
+    judge, _ = _judge(a.judge, kind, a.base_url), _out_file(a.out)
     if a.cache and not isinstance(judge, LLMJudge):
         raise UsageError(f"--cache keeps the replies of a judge that writes them ('local', 'local:DIR', 'openai:MODEL'); the judge {judge.name!r} writes none")
     if a.cache: judge.llm = _cached(judge.llm, a.cache)
     res = evaluate_judge(judge, rows)
     m = res.metrics
+    if m['failed'] == m['n']: raise FtkError(f"{judge.name}: every one of the {m['n']} requests failed (see the warnings above): nothing to score")
+    if m['failed']: print(f"{m['failed']} of {m['n']} requests got no reply: counted as invalid verdicts here, so this measures the server as well as the judge"
+                          + (" (a rerun asks only them again)" if a.cache else " (with --cache, a rerun would ask only them again)"))
     if a.out: res.table.to_json(a.out, orient='records', lines=True, force_ascii=False)
     print(f"{res.name} on {m['n']} {kind} rows: agreement {m['agreement']:.3f} {m['agreement_ci']}, kappa {m['kappa']:.3f} {m['kappa_ci']}, "
           f"{m['invalid']} invalid" + (f", position consistency {m['position_consistency']:.3f}" if kind == 'pairwise' else '')
           + f"; {m['judgments_per_s']:.1f} judgments/s, {m['tokens_per_judgment']:.0f} tokens each")
     cached = _from_cache(judge.llm, 'judgments/s') if a.cache else {}
-    if a.json: print(json.dumps({k: m[k] for k in JUDGE_KEYS + (('position_consistency',) if kind == 'pairwise' else ())}
-                                | {k: m[k] for k in ('invalid', 'tokens_per_judgment')} | cached))
+    if a.json: print(_json_line({k: m[k] for k in JUDGE_KEYS + (('position_consistency',) if kind == 'pairwise' else ())}
+                                | {k: m[k] for k in ('invalid', 'failed', 'tokens_per_judgment')} | cached))
 
 # %% ../nbs/30_cli.ipynb #5bad81f3
 def _judge_args(p, rows: str):
@@ -667,9 +722,9 @@ def _p_finetune_judge(sub):
     (d, h) = _default('3 for the cross-encoder, 1 for the LLM; the platform\'s choice for openai:MODEL', 'passes over the training data')
     f.add_argument('--epochs', type=_epochs, default=d, help=h)
     (d, h) = _default('1e-4 for the cross-encoder, 2e-4 for the LLM', 'learning rate')
-    f.add_argument('--lr', type=float, default=d, help=h)
-    f.add_argument('--layers', type=int, default=None, help="cross-encoder student: how many of the bundled MiniLM's 6 transformer layers it keeps (default: 3)")
-    f.add_argument('--dev-frac', type=float, default=0.2, help="correctness: share of the training questions held out to tune the student's threshold")
+    f.add_argument('--lr', type=_rate, default=d, help=h)
+    f.add_argument('--layers', type=_positive, default=None, help="cross-encoder student: how many of the bundled MiniLM's 6 transformer layers it keeps (default: 3)")
+    f.add_argument('--dev-frac', type=_share, default=0.2, help="correctness: share of the training questions held out to tune the student's threshold")
     f.add_argument('--seed', type=int, default=0, help='random seed (dev split, initialisation, shuffling)')
     f.add_argument('--poll-s', type=float, default=10.0, help='hosted: seconds between status checks')
     _judge_common(f)
@@ -726,7 +781,7 @@ def _p_quickstart(sub):
     d = {k: v.default for k, v in inspect.signature(quickstart).parameters.items()}
     q = _command(sub, 'quickstart', cmd_quickstart, 'the whole embedding workflow on Python docs, offline')
     q.add_argument('--out', default=d['out'], help='folder for the datasets, model, chart and report')
-    q.add_argument('--max-chunks', type=int, default=d['max_chunks'], help='chunks of documentation to ask questions about')
+    q.add_argument('--max-chunks', type=_positive, default=d['max_chunks'], help='chunks of documentation to ask questions about')
     q.add_argument('--epochs', type=_epochs, default=d['epochs'], help='passes over the training data (fractions allowed)')
     q.add_argument('--llm', default=d['llm'], help="'local' (bundled SmolLM2), 'local:PATH' or 'openai:MODEL'")
     q.add_argument('--seed', type=int, default=d['seed'], help='random seed (sample, split, training)')
@@ -758,6 +813,9 @@ def main(argv: list[str] | None = None):
     except BAD_INPUT as e:
         print(f"error: {_message(e)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:           # Ctrl-C: no traceback; what the command saves as it goes is kept
+        print(f"interrupted: run the same command again to carry on from what ftk {a.command} saved", file=sys.stderr)
+        sys.exit(130)
 
 # %% ../nbs/30_cli.ipynb #b2e0c001
 if __name__ == '__main__' and '__file__' in globals(): main()    # `python -m finetune_kit.cli`, as `torchrun -m` starts it (not in a notebook)

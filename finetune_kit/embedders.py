@@ -12,7 +12,7 @@ import numpy as np
 from fastcore.basics import patch
 from .core import FtkError, hub_name
 from .models import minilm_path, default_device
-from .api import OpenAIBackend
+from .api import OpenAIBackend, redact
 
 # %% auto #0
 __all__ = ['EmbeddingError', 'load_sentence_transformer', 'Embedder', 'STEmbedder', 'OpenAIEmbedder', 'get_embedder',
@@ -99,7 +99,7 @@ class OpenAIEmbedder(Embedder, OpenAIBackend):
         OpenAIBackend.__init__(self, model, base_url, api_key, concurrency, max_retries, timeout)
         if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size, self.dimensions = batch_size, dimensions
-        self.name = f"openai:{model}" + (f"@{base_url.rstrip('/')}" if base_url else '') + (f":{dimensions}d" if dimensions else '')
+        self.name = f"openai:{model}" + (f"@{redact(base_url.rstrip('/'))}" if base_url else '') + (f":{dimensions}d" if dimensions else '')
 
 # %% ../nbs/04_embedders.ipynb #d9d602b0
 @patch

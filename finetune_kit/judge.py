@@ -264,7 +264,7 @@ class LLMJudge(Judge):
         convs = [judge_messages(r, self.kind, self.scale) for r in rows]
         replies = self.llm.generate(convs, max_tokens=self.max_tokens, desc=f'judging with {self.name}')
         count = _token_count(self.llm)
-        return [dict(zip(('verdict', 'score'), parse_verdict(reply, self.kind, self.scale, self.threshold)), reason=reply, tokens=count(c, reply),
+        return [dict(zip(('verdict', 'score'), parse_verdict(reply, self.kind, self.scale, self.threshold)), reason=reply, tokens=count(c, reply) if reply is not None else 0,
                      failed=reply is None)                        # no reply at all (the request failed): worth asking again
                 for c, reply in zip(convs, replies)]
 
@@ -348,6 +348,8 @@ def label_rows(rows: Sequence[dict], judge: Judge, out: str | Path, chunk: int =
     done = read_jsonl(out)
     if [r.get('key') for r in done] != [row_key(r) for r in rows[:len(done)]]:
         raise FtkError(f"{out}: holds labels of other rows; give another output file, or delete it to start again")
+    if (others := {r.get('judged_by') for r in done} - {judge.name}):       # one teacher a file: a student learns one judge's labels
+        raise FtkError(f"{out}: holds labels by {', '.join(sorted(map(str, others)))}, not {judge.name}; give another output file, or delete it to start again")
     if (retry := [i for i, r in enumerate(done) if r.get('failed')]):     # no reply came, so none was paid for: ask again
         for i, v in zip(retry, judge.judge([rows[i] for i in retry])): done[i] = _labelled(rows[i], v, judge.name)
         write_rows(out, done)
@@ -423,7 +425,8 @@ def evaluate_judge(judge: Judge, rows: Sequence[dict], labels: str = 'label', na
     pair = judge.kind == 'pairwise'
     m = agreement([x['verdict'] for x in v], gold, [x['score'] for x in v], *(([x['first'] for x in v], [x['second'] for x in v]) if pair else ()),
                   n_boot=n_boot, seed=seed)
-    m |= {'judgments_per_s': round(len(rows) / dt, 2), 'tokens_per_judgment': round(float(np.mean([x['tokens'] for x in v])), 1)}
+    m |= {'judgments_per_s': round(len(rows) / dt, 2), 'tokens_per_judgment': round(float(np.mean([x['tokens'] for x in v])), 1),
+          'failed': sum(bool(x.get('failed')) for x in v)}       # requests that got no reply (counted invalid above): the server's failure, not the judge's
     table = pd.DataFrame([{'id': r.get('id'), 'question': r['question'], 'label': _as_label(g), **x} for r, g, x in zip(rows, gold, v)])
     table['agree'] = table['verdict'].astype(str) == table['label'].astype(str)
     return JudgeResult(name or judge.name, m, table)

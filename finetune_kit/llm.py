@@ -36,6 +36,11 @@ class ChatLLM:
 
     def __repr__(self): return f"{type(self).__name__}({self.name!r})"
 
+    @property
+    def cache_id(self) -> str:
+        "What a reply cache tells this model apart by (`CachedLLM`): its name, unless the name is not enough."
+        return self.name
+
 def _as_error(o) -> LLMError | str:
     return o if isinstance(o, (str, LLMError)) else LLMError(str(o) if o is not None else 'no reply')
 
@@ -134,18 +139,34 @@ class LocalChat(ChatLLM):
     def __init__(self, path: str | Path | None = None, gguf_file: str | None = None, batch_size=16, device=None,
                  dtype: str = 'auto',                 # 'auto': bfloat16 where the device has fast bf16 (AVX512-BF16, a GPU), else float32
                  max_batch_tokens: int | str | None = 'auto'): # a batch's rows x longest prompt stays within this ('auto': CPU_BATCH_TOKENS on a CPU, None elsewhere; None: batch_size rows)
+        self.bundled = path is None
         if path is None:
             gguf = smollm2_path()
             path, gguf_file, self.name = gguf.parent, gguf.name, 'local:SmolLM2-135M-Instruct'
         else:
             if gguf_file is None and str(path).endswith('.gguf') and Path(path).is_file():
                 path, gguf_file = Path(path).parent, Path(path).name
-            self.name = f"local:{Path(gguf_file).stem if gguf_file else (Path(path).name if Path(path).exists() else path)}"
+            self.name = f"local:{Path(gguf_file).stem if gguf_file else _folder_label(path)}"
         self.path, self.gguf_file, self.batch_size, self.device, self.dtype = str(path), gguf_file, batch_size, device, dtype
         self.max_batch_tokens = max_batch_tokens
         self.model = self.tokenizer = None
 
     def __repr__(self): return f"LocalChat({self.name!r}, loaded={self.model is not None})"
+
+    @property
+    def cache_id(self) -> str:
+        "The name, and for a model on disk which files it is: two fine-tunes (or one trained again) never share replies."
+        here = Path(self.path)
+        files = [here/self.gguf_file] if self.gguf_file else sorted(f for f in here.glob('*') if f.suffix in ('.safetensors', '.bin', '.json'))
+        if self.bundled or not files or not all(f.exists() for f in files): return self.name     # the bundled model, or a hub name
+        stamp = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        return f"{self.name}@{hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:12]}"
+
+def _folder_label(path) -> str:
+    "A model folder's name; for a fine-tuning run's merged `model/`, the run's (every run's would be 'model')."
+    p = Path(path)
+    if not p.exists(): return str(path)                                  # a hub name
+    return p.resolve().parent.name if p.name == 'model' and (p.parent/'adapter').exists() else p.name
 
 # %% ../nbs/02_llm.ipynb #d060e859
 @patch
@@ -280,6 +301,10 @@ def _local_model(path: str) -> str:
     "What `local:PATH` loads: a model folder (of a fine-tuning run's folder, its merged `model/`), a .gguf file or a hub name."
     p = Path(path)
     if (p/'model'/'config.json').exists(): return str(p/'model')
+    if p.is_dir() and not list(p.glob('*.gguf')):
+        if not (p/'config.json').exists(): raise ValueError(f"local:{path}: no model in this folder (no config.json, nor a fine-tuning run's model/)")
+        arch = json.loads((p/'config.json').read_text()).get('architectures') or []
+        if arch and not any(a.endswith('ForCausalLM') for a in arch): raise ValueError(f"local:{path}: holds a {arch[0]}, not a chat model (a causal LM)")
     if p.exists() or hub_name(path): return path
     raise ValueError(f"local:{path}: no such model folder or file (and not a hub name like 'org/model')")
 
@@ -323,7 +348,7 @@ def replies_path(out: str | Path) -> Path:
 @patch
 def _complete(self: CachedLLM, conversations, max_tokens, temperature, desc):
     if self._cache is None: self._cache = {r['key']: r['reply'] for r in read_jsonl(self.path)}
-    keys = [cache_key(self.inner.name, m, max_tokens, temperature, self.draw) for m in conversations]
+    keys = [cache_key(self.inner.cache_id, m, max_tokens, temperature, self.draw) for m in conversations]
     todo = {}                                   # key -> conversation, each asked once
     for k, m in zip(keys, conversations):
         if k not in self._cache: todo.setdefault(k, m)

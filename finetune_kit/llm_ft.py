@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 from .core import FtkError, hub_name
 from .models import smollm2_path, bf16_ok
-from .llm import LocalChat
+from .llm import LocalChat, _local_model
 from .chat_data import ROLES, ChatDataError, message_problems, chat_problems, check_chat, read_chat_jsonl, template_messages
 from .training import training_args, train_resumable, finish_run, is_main_process
 
@@ -82,15 +82,16 @@ def _model_dir(model) -> str:
     if model == 'local': return str(smollm2_dir())
     if model.endswith('.gguf'): return str(gguf_to_folder(model, cache_dir()/Path(model).stem))
     if not (Path(model).exists() or hub_name(model)): raise FtkError(f"model {model}: no such model folder (and not a hub name like 'org/model')")
-    return model
+    try: return _local_model(model)               # a fine-tuning run's folder: its merged model/, trained on further
+    except ValueError as e: raise FtkError(str(e)) from None
 
 # %% ../nbs/21_llm_finetune.ipynb #7fa65965
-def _chat_dataset(tok, examples: list[dict], max_length: int):
+def _chat_dataset(tok, examples: list[dict], max_length: int, what: str = 'training'):
     "The examples tokenized with their labels (a `datasets.Dataset`), and how many were dropped as too long."
     from datasets import Dataset
     rows = [chat_tokens(tok, ex) for ex in examples]
     keep = [r for r in rows if len(r['input_ids']) <= max_length]
-    if not keep: raise FtkError(f"every example is longer than max_length={max_length} tokens")
+    if not keep: raise FtkError(f"every {what} example is longer than max_length={max_length} tokens")
     return Dataset.from_list(keep), len(rows) - len(keep)
 
 # %% ../nbs/21_llm_finetune.ipynb #5fb4a5ac
@@ -207,7 +208,7 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
     train_ds, n_long = _chat_dataset(tok, train_ex, max_length)
     if n_long: warnings.warn(f"{n_long} of {len(train_ex)} training examples are longer than max_length={max_length} tokens "
                              "and are left out (counted in run_info['n_dropped_too_long']); raise max_length to keep them")
-    val_ds = None if val_ex is None else _chat_dataset(tok, val_ex, max_length)[0]
+    val_ds = None if val_ex is None else _chat_dataset(tok, val_ex, max_length, 'validation')[0]
     longest = max(map(len, train_ds['input_ids']))
     if gradient_checkpointing is None: gradient_checkpointing = longest > tokens_per_pass
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -218,7 +219,7 @@ def finetune_llm(train: str | Path | Sequence[dict],  # chat fine-tuning JSONL (
                          ddp_find_unused_parameters=False)   # under DDP: every LoRA weight gets a gradient each step
     trainer = _lora_trainer(model_dir, tok, train_ds, val_ds, args, lora_r, callbacks, tokens_per_pass)
     before = trainer.evaluate()['eval_loss'] if val_ds is not None else None
-    steps = train_resumable(trainer, out_dir, resume)
+    steps = train_resumable(trainer, out_dir, resume, settings={'base_model': str(model_dir), 'lora_r': lora_r, 'tokens_per_pass': tokens_per_pass})
     stats = _train_stats(trainer)
     after = trainer.evaluate()['eval_loss'] if val_ds is not None else None
     if is_main_process(): trainer.model.save_pretrained(out_dir/'adapter'); tok.save_pretrained(out_dir/'adapter')

@@ -8,7 +8,8 @@ import json, queue, threading, time, uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from fastcore.basics import patch
-from .llm import ChatLLM, get_llm
+from .llm import ChatLLM, Reply, get_llm
+from .chat_data import template_messages
 
 # %% auto #0
 __all__ = ['ChatServer', 'serve']
@@ -67,6 +68,14 @@ def _work(self: ChatServer):
 def _bad(msg: str, param: str | None = None) -> tuple[int, dict]:
     return 400, {'error': {'message': msg, 'type': 'invalid_request_error', 'param': param, 'code': None}}
 
+def _opt(body: dict, *names, default=None):
+    "The first of `names` given in `body` (an explicit null counts as not given, as OpenAI reads it), else `default`."
+    return next((body[n] for n in names if body.get(n) is not None), default)
+
+def _stops(body: dict) -> list[str]:
+    s = _opt(body, 'stop', default=[])
+    return [s] if isinstance(s, str) else s
+
 def _check_request(body) -> tuple[int, dict] | None:
     "The 400 response for a chat request OpenAI would refuse, else None."
     if not isinstance(body, dict): return _bad('the body must be a JSON object')
@@ -75,11 +84,17 @@ def _check_request(body) -> tuple[int, dict] | None:
     for i, m in enumerate(msgs):
         if not (isinstance(m, dict) and m.get('role') in ('system', 'developer', 'user', 'assistant', 'tool')):
             return _bad(f"messages[{i}] needs a role: system, user, assistant or tool", f'messages[{i}].role')
-    if body.get('n', 1) != 1: return _bad('only n=1 is served', 'n')
-    mt = body.get('max_completion_tokens', body.get('max_tokens', 256))
+        content, calls = m.get('content'), m['role'] == 'assistant' and m.get('tool_calls')
+        if not (isinstance(content, (str, list)) or (content is None and calls)):
+            return _bad(f"messages[{i}].content must be text or a list of content parts", f'messages[{i}].content')
+    if _opt(body, 'n', default=1) != 1: return _bad('only n=1 is served', 'n')
+    mt = _opt(body, 'max_completion_tokens', 'max_tokens', default=256)
     if not isinstance(mt, int) or mt < 1: return _bad('max_tokens must be a positive integer', 'max_tokens')
-    t = body.get('temperature', 0.0)
+    t = _opt(body, 'temperature', default=0.0)
     if not isinstance(t, (int, float)) or not 0 <= t <= 2: return _bad('temperature must be between 0 and 2', 'temperature')
+    stop = _opt(body, 'stop', default=[])
+    if not (isinstance(stop, str) or (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) and s for s in stop))):
+        return _bad('stop must be a string or a list of up to 4 strings', 'stop')
     return None
 
 # %% ../nbs/08_serve.ipynb #cb52968d
@@ -91,17 +106,29 @@ def _completion(model: str, reply: str, created: int) -> dict:
     if n_in is not None and n_out is not None: out['usage'] = {'prompt_tokens': n_in, 'completion_tokens': n_out, 'total_tokens': n_in + n_out}
     return out
 
+def _until_stop(reply, stops: list[str]):
+    "`reply` cut before the first of the `stop` strings in it (finish reason 'stop'), as OpenAI does; else as it is."
+    cut = min((i for i in (str(reply).find(s) for s in stops) if i >= 0), default=None)
+    if cut is None: return reply
+    return Reply(str(reply)[:cut], getattr(reply, 'prompt_tokens', None), getattr(reply, 'completion_tokens', None), 'stop')
+
 @patch
 def _chat(self: ChatServer, body: dict) -> tuple[int, dict]:
     if (bad := _check_request(body)): return bad
-    job = _Job(body['messages'], body.get('max_completion_tokens', body.get('max_tokens', 256)), float(body.get('temperature', 0.0)))
+    # as the fine-tuner lays a chat out: tool calls and results as text, the request's tools in the system prompt
+    msgs = template_messages({'messages': body['messages'], 'tools': body.get('tools')})[0]
+    job = _Job(msgs, _opt(body, 'max_completion_tokens', 'max_tokens', default=256), float(_opt(body, 'temperature', default=0.0)))
     self.jobs.put(job); job.done.wait()
     if job.reply is None: return 500, {'error': {'message': 'generation failed', 'type': 'server_error', 'param': None, 'code': None}}
-    return 200, _completion(self.model_name, job.reply, int(time.time()))
+    return 200, _completion(self.model_name, _until_stop(job.reply, _stops(body)), int(time.time()))
 
 @patch
-def _models(self: ChatServer) -> tuple[int, dict]:
-    return 200, {'object': 'list', 'data': [{'id': self.model_name, 'object': 'model', 'created': 0, 'owned_by': 'finetune_kit'}]}
+def _models(self: ChatServer, model_id: str | None = None) -> tuple[int, dict]:
+    "The model list, or one model (`GET /v1/models/ID`)."
+    card = {'id': self.model_name, 'object': 'model', 'created': 0, 'owned_by': 'finetune_kit'}
+    if model_id is None: return 200, {'object': 'list', 'data': [card]}
+    if model_id == self.model_name: return 200, card
+    return 404, {'error': {'message': f"no model {model_id!r}: this server serves {self.model_name!r}", 'type': 'invalid_request_error', 'param': 'model', 'code': 'model_not_found'}}
 
 # %% ../nbs/08_serve.ipynb #0ffe0416
 @patch
@@ -109,6 +136,7 @@ def _route(self: ChatServer, h, method: str):
     path = h.path.split('?')[0].rstrip('/')
     try:
         if method == 'GET' and path == '/v1/models': status, out = self._models()
+        elif method == 'GET' and path.startswith('/v1/models/'): status, out = self._models(path.removeprefix('/v1/models/'))
         elif method == 'POST' and path == '/v1/chat/completions':
             try: body = json.loads(h.rfile.read(int(h.headers.get('Content-Length') or 0)) or b'null')
             except json.JSONDecodeError as e: status, out = _bad(f'the body is not valid JSON: {e.msg}')
@@ -152,6 +180,7 @@ def __exit__(self: ChatServer, *exc): self.stop()
 def serve(model: ChatLLM | str = 'local', port: int = 8000, host: str = '127.0.0.1', **kw):
     "Serve `model` (`'local'`, `'local:DIR'`, `'openai:MODEL'` or a `ChatLLM`) until interrupted."
     srv = ChatServer(model, host=host, port=port, **kw)
+    if hasattr(srv.llm, 'load'): srv.llm.load()        # a folder that holds no model fails here, not at the first request
     threading.Thread(target=srv._work, daemon=True).start()
     print(f"serving {srv.model_name} at {srv.url} (Ctrl-C stops)", flush=True)
     try: srv.httpd.serve_forever()

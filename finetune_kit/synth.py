@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_synth.ipynb #5d9d08e4
 from __future__ import annotations
-import re
+import re, json, hashlib, logging
 from pathlib import Path
 from dataclasses import replace
 from typing import Callable, Sequence
@@ -12,9 +12,11 @@ from tqdm.auto import tqdm
 from .core import Node, QADataset, DatasetError, subset, append_jsonl, read_jsonl
 from .llm import CachedLLM, replies_path
 
+log = logging.getLogger(__name__)
+
 # %% auto #0
-__all__ = ['QUESTION_PROMPT', 'ANSWER_PROMPT', 'parse_questions', 'question_prompt', 'generate_questions', 'qa_dataset',
-           'answer_prompt', 'parse_answer', 'generate_answers', 'with_answers']
+__all__ = ['log', 'QUESTION_PROMPT', 'FAILED_CALL', 'ANSWER_PROMPT', 'parse_questions', 'question_prompt', 'generate_questions',
+           'qa_dataset', 'answer_prompt', 'parse_answer', 'generate_answers', 'with_answers']
 
 # %% ../nbs/03_synth.ipynb #cd450d01
 QUESTION_PROMPT = """Context information is below.
@@ -51,6 +53,12 @@ def question_prompt(node: Node, n: int = 1) -> list[dict]:
     return [{'role': 'user', 'content': QUESTION_PROMPT.format(context=node.text, n=n, s='' if n == 1 else 's')}]
 
 # %% ../nbs/03_synth.ipynb #9a48ce7e
+FAILED_CALL = 'LLM call failed'      # a skipped row with this reason is asked again on a rerun
+
+def _prompt_hash(messages) -> str:
+    "A short hash of a prompt's messages: a progress row answers the prompt it was asked with."
+    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
 def _ask_batch(keys: Sequence[str], prompts: dict, parse: Callable, llms: Sequence, max_tokens: int, what: str) -> tuple[dict, dict]:
     "(`{key: parsed reply}`, `{key: why not}`) for one batch, `llms[i]` asking the i-th time (a retry samples); `parse(key, reply)` is falsy when unusable."
     found, why = {}, {}
@@ -61,26 +69,35 @@ def _ask_batch(keys: Sequence[str], prompts: dict, parse: Callable, llms: Sequen
         for k, reply in zip(pending, replies):
             got = parse(k, reply)
             if got: found[k] = got
-            else: why[k] = 'LLM call failed' if reply is None else f'no usable {what} in reply: {reply[:80]!r}'
+            else: why[k] = FAILED_CALL if reply is None else f'no usable {what} in reply: {reply[:80]!r}'
     return found, why
 
 # %% ../nbs/03_synth.ipynb #28217f04
 def _generate(keys: Sequence[str], prompt: Callable, parse: Callable, llm, progress_path: str | Path, key_field: str, field: str,
               what: str, retries: int, batch_size: int, max_tokens: int, show_progress: bool) -> list[dict]:
-    "Ask about each key not yet in `progress_path`, a batch at a time, appending `{key_field, field}` or `{key_field, 'skipped'}` rows."
+    """Ask about each key that has no answer in `progress_path` for its prompt as it is now, a batch at a time, appending
+    `{key_field, field, 'prompt'}` or `{key_field, 'skipped', 'prompt'}` rows; the newest row of each key, in `keys`' order."""
     progress_path = Path(progress_path)
-    done = {r[key_field] for r in read_jsonl(progress_path)}
-    todo = [k for k in keys if k not in done]
+    prompts = {k: prompt(k) for k in keys}
+    sig = {k: _prompt_hash(m) for k, m in prompts.items()}
+    rows = {r[key_field]: r for r in read_jsonl(progress_path)}         # the newest row of each key
+    # asked again: a failed call (nothing was paid for), and a prompt that changed (the passage was edited, or the settings)
+    stale = [k for k in keys if k in rows and rows[k].get('prompt', sig[k]) != sig[k]]
+    todo = [k for k in keys if k not in rows or k in stale or rows[k].get('skipped') == FAILED_CALL]
+    if stale: log.warning("%s: %d of %d %s prompts changed since they were asked (the text or the settings): asked again",
+                          progress_path, len(stale), len(keys), what)
     # each try its own draw: a rerun replays the replies it already has, and a retry never replays the reply it retries
     llms = [CachedLLM(llm, replies_path(progress_path), draw=attempt) for attempt in range(retries + 1)]
     bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc=f'{what}s', disable=not show_progress)
     for s in range(0, len(todo), batch_size):
         batch = todo[s:s + batch_size]
-        found, why = _ask_batch(batch, {k: prompt(k) for k in batch}, parse, llms, max_tokens, what)
-        append_jsonl(progress_path, [{key_field: k, field: found[k]} if k in found else {key_field: k, 'skipped': why[k]} for k in batch])
+        found, why = _ask_batch(batch, prompts, parse, llms, max_tokens, what)
+        new = [({key_field: k, field: found[k]} if k in found else {key_field: k, 'skipped': why[k]}) | {'prompt': sig[k]} for k in batch]
+        append_jsonl(progress_path, new)
+        rows.update((r[key_field], r) for r in new)
         bar.update(len(batch))
     bar.close()
-    return read_jsonl(progress_path)
+    return [rows[k] for k in keys]
 
 def generate_questions(nodes: Sequence[Node], llm, progress_path: str | Path, n_questions: int = 1,
                        retries: int = 2, batch_size: int = 32, max_tokens: int = 64, show_progress: bool = True) -> list[dict]:

@@ -4,14 +4,14 @@
 
 # %% ../nbs/06_training.ipynb #47f565bf
 from __future__ import annotations
-import math, os, shutil
+import hashlib, json, math, os, shutil
 from pathlib import Path
 from .core import FtkError, write_run_info
 from .models import default_device, bf16_ok
 
 # %% auto #0
 __all__ = ['world_size', 'is_main_process', 'wait_for_everyone', 'one_process_only', 'last_checkpoint', 'training_args',
-           'train_resumable', 'finish_run']
+           'run_key', 'train_resumable', 'finish_run']
 
 # %% ../nbs/06_training.ipynb #a1d0c002
 # torchrun and accelerate's GPU launchers set WORLD_SIZE and RANK; on CPU `accelerate launch` starts its processes
@@ -66,9 +66,28 @@ def training_args(args_cls, out_dir: str | Path, n_examples: int, epochs: float 
                     use_cpu=device == 'cpu', disable_tqdm=not show_progress, dataloader_drop_last=False, **extra)
 
 # %% ../nbs/06_training.ipynb #578ee4ea
-def train_resumable(trainer, out_dir: str | Path, resume: bool = True) -> int:
-    "`trainer.train()`, resumed from the newest checkpoint in `out_dir` when `resume`; the steps done in all."
-    trainer.train(resume_from_checkpoint=last_checkpoint(out_dir) if resume else None)
+_RUN_ARGS = ('num_train_epochs', 'per_device_train_batch_size', 'gradient_accumulation_steps', 'learning_rate', 'warmup_steps',
+             'lr_scheduler_type', 'weight_decay', 'seed', 'data_seed', 'bf16', 'max_length')
+
+def run_key(trainer, settings: dict | None = None) -> str:
+    "A hash of what a run learns from: its training data, the arguments that shape its steps, and the caller's `settings` (model, LoRA rank...)."
+    a = trainer.args
+    h = hashlib.sha256(json.dumps([{k: str(getattr(a, k, None)) for k in _RUN_ARGS}, settings or {}], sort_keys=True, default=str).encode())
+    data = trainer.train_dataset
+    for ds in (data.values() if isinstance(data, dict) else [data]):
+        for row in ds: h.update(json.dumps(row, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+def train_resumable(trainer, out_dir: str | Path, resume: bool = True, settings: dict | None = None) -> int:
+    """`trainer.train()`, resumed from the newest checkpoint in `out_dir` when `resume` and the checkpoint is this run's
+    (the same data and settings, by `run_key`); the steps done in all."""
+    ckpt, key = last_checkpoint(out_dir) if resume else None, run_key(trainer, settings)
+    key_file = Path(out_dir)/'checkpoints'/'run_key.txt'
+    if ckpt and key_file.exists() and key_file.read_text().strip() != key:
+        raise FtkError(f"{out_dir}: its checkpoints are from a run with other training data or settings; "
+                       f"give another output folder, or delete {Path(out_dir)/'checkpoints'} to start again")
+    if is_main_process(): key_file.parent.mkdir(parents=True, exist_ok=True); key_file.write_text(key)
+    trainer.train(resume_from_checkpoint=ckpt)
     return trainer.state.global_step
 
 def finish_run(out_dir: str | Path, info: dict, keep_checkpoints: bool = False, save=None) -> dict:
