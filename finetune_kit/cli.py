@@ -146,7 +146,8 @@ def _out_file(path: Path | None) -> Path | None:
 # %% ../nbs/30_cli.ipynb #220010a8
 def cmd_generate_qa(a):
     from finetune_kit.synth import generate_questions, qa_dataset, generate_answers, with_answers
-    _out_file(a.out); docs = load_documents(a.docs)
+    _out_file(a.out)
+    docs = load_documents(a.docs)
     nodes = make_nodes(docs, max_words=a.chunk_words)
     if a.max_chunks: nodes = nodes[:a.max_chunks]
     llm = _llm(a.llm, a.base_url, **({'concurrency': a.concurrency} if a.llm.startswith('openai:') else {}))
@@ -522,7 +523,8 @@ def _ranked(ds: QADataset, retriever, base_url, n: int) -> dict:
 def cmd_radit_data(a):
     from finetune_kit.radit import radit_examples, check_raft_options, SYSTEM
     from finetune_kit.chat_data import write_chat_jsonl
-    check_raft_options(a.oracle_frac, a.distractors, a.random_distractors); _out_file(a.out)     # before any model loads
+    check_raft_options(a.oracle_frac, a.distractors, a.random_distractors)       # before any model loads
+    _out_file(a.out)
     ds = _qa_with_answers(a.data)
     n_distract = a.k - 1 if a.distractors is None else a.distractors
     ranked = _ranked(ds, a.retriever, a.base_url, a.k + n_distract + 5)      # room for skipping gold passages
@@ -568,7 +570,8 @@ def cmd_eval_rag(a):
     from finetune_kit.radit import eval_rag
     from finetune_kit.judge import judge_rag
     from finetune_kit.core import sample_queries
-    ds, _ = _qa_with_answers(a.data), _out_file(a.out)
+    ds = _qa_with_answers(a.data)
+    _out_file(a.out)
     if a.limit: ds = sample_queries(ds, a.limit, seed=0)        # the corpus stays every passage
     judge = _judge(a.judge, 'correctness', a.judge_base_url) if a.judge else None   # a bad --judge stops before any answering
     llm = _cached(_llm(a.llm, a.base_url), a.cache)
@@ -642,7 +645,8 @@ def _judge(spec: str, kind: str, base_url: str | None):
 def cmd_judge(a):
     from finetune_kit.judge import label_rows
     rows, kind = _judge_rows(a.data, a.kind)
-    judge, _ = _judge(a.judge, kind, a.base_url), _out_file(a.out)
+    judge = _judge(a.judge, kind, a.base_url)
+    _out_file(a.out)
     out = label_rows(rows, judge, a.out)
     n_invalid, tokens = sum(bool(r.get('invalid')) for r in out), sum(r.get('tokens') or 0 for r in out)
     n_failed = sum(bool(r.get('failed')) for r in out)
@@ -681,7 +685,8 @@ def _hosted_judge(a, rows: list[dict], kind: str):
 def cmd_eval_judge(a):
     from finetune_kit.judge import evaluate_judge, LLMJudge
     rows, kind = _judge_rows(a.data, a.kind, labelled=True)
-    judge, _ = _judge(a.judge, kind, a.base_url), _out_file(a.out)
+    judge = _judge(a.judge, kind, a.base_url)
+    _out_file(a.out)
     if a.cache and not isinstance(judge, LLMJudge):
         raise UsageError(f"--cache keeps the replies of a judge that writes them ('local', 'local:DIR', 'openai:MODEL'); the judge {judge.name!r} writes none")
     if a.cache: judge.llm = _cached(judge.llm, a.cache)

@@ -76,13 +76,13 @@ def _ask_batch(keys: Sequence[str], prompts: dict, parse: Callable, llms: Sequen
 def _generate(keys: Sequence[str], prompt: Callable, parse: Callable, llm, progress_path: str | Path, key_field: str, field: str,
               what: str, retries: int, batch_size: int, max_tokens: int, show_progress: bool) -> list[dict]:
     """Ask about each key that has no answer in `progress_path` for its prompt as it is now, a batch at a time, appending
-    `{key_field, field, 'prompt'}` or `{key_field, 'skipped', 'prompt'}` rows; the newest row of each key, in `keys`' order."""
+    `{key_field, field, 'prompt_hash'}` or `{key_field, 'skipped', 'prompt_hash'}` rows; the newest row of each key, in `keys`' order."""
     progress_path = Path(progress_path)
     prompts = {k: prompt(k) for k in keys}
     sig = {k: _prompt_hash(m) for k, m in prompts.items()}
     rows = {r[key_field]: r for r in read_jsonl(progress_path)}         # the newest row of each key
     # asked again: a failed call (nothing was paid for), and a prompt that changed (the passage was edited, or the settings)
-    stale = [k for k in keys if k in rows and rows[k].get('prompt', sig[k]) != sig[k]]
+    stale = [k for k in keys if k in rows and rows[k].get('prompt_hash', sig[k]) != sig[k]]
     todo = [k for k in keys if k not in rows or k in stale or rows[k].get('skipped') == FAILED_CALL]
     if stale: log.warning("%s: %d of %d %s prompts changed since they were asked (the text or the settings): asked again",
                           progress_path, len(stale), len(keys), what)
@@ -92,7 +92,7 @@ def _generate(keys: Sequence[str], prompt: Callable, parse: Callable, llm, progr
     for s in range(0, len(todo), batch_size):
         batch = todo[s:s + batch_size]
         found, why = _ask_batch(batch, prompts, parse, llms, max_tokens, what)
-        new = [({key_field: k, field: found[k]} if k in found else {key_field: k, 'skipped': why[k]}) | {'prompt': sig[k]} for k in batch]
+        new = [({key_field: k, field: found[k]} if k in found else {key_field: k, 'skipped': why[k]}) | {'prompt_hash': sig[k]} for k in batch]
         append_jsonl(progress_path, new)
         rows.update((r[key_field], r) for r in new)
         bar.update(len(batch))
